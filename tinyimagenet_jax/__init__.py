@@ -1,0 +1,1 @@
+"""tinyimagenet_jax: pure-JAX, functional image-classification research code."""

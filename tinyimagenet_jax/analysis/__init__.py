@@ -1,0 +1,1 @@
+"""Analysis of trained models and runs: curves, and later per-class metrics."""

@@ -1,0 +1,32 @@
+"""Training curves from a run's history, as one PNG."""
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# (title, [(history key, legend label)])
+PANELS = (
+    ('error', [('train_error', 'train'), ('val_error', 'val'), ('test_error', 'test')]),
+    ('loss', [('train_loss', 'train'), ('val_loss', 'val'), ('test_loss', 'test')]),
+    ('seconds per epoch', [('seconds', 'train')]),
+)
+
+
+def plot_history(history: list[dict], path: str, title: str = '') -> None:
+  """Error, loss and time per epoch side by side; missing keys are skipped."""
+  epochs = [record['epoch'] for record in history]
+  figure, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
+  for axis, (name, series) in zip(axes, PANELS):
+    for key, label in series:
+      if key in history[0]:
+        axis.plot(epochs, [record[key] for record in history], marker='o', label=label)
+    axis.set_title(name)
+    axis.set_xlabel('epoch')
+    axis.grid(alpha=0.3)
+    axis.legend()
+  if title:
+    figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)

@@ -1,0 +1,249 @@
+"""Random-access data sources by name: TFDS (ArrayRecord), image folders, digits.
+
+Every source is a grain-compatible sequence (`__len__`, `__getitem__`) whose
+records are `{'image': uint8 HxWxC, 'label': int}`, plus `class_names`. Sources
+are plain picklable objects so grain worker processes can use them.
+"""
+
+from collections.abc import Callable, Sequence
+import dataclasses
+import importlib.util
+import pathlib
+
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from tinyimagenet_jax.errors import DataError
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySource:
+  """Images and labels already in memory (small datasets, tests)."""
+
+  images: np.ndarray  # N x H x W x C uint8
+  labels: np.ndarray  # N int
+  class_names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> dict:
+    return {'image': self.images[index], 'label': int(self.labels[index])}
+
+
+@dataclasses.dataclass(frozen=True)
+class SubsetSource:
+  """The records of `parent` at `indices`, in that order."""
+
+  parent: Sequence
+  indices: np.ndarray
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self.parent.class_names
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict:
+    return self.parent[int(self.indices[index])]
+
+
+def decode_image(path: str) -> np.ndarray:
+  """Reads an image file as uint8 RGB (greyscale and palette images converted)."""
+  with Image.open(path) as image:
+    return np.asarray(image.convert('RGB'))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolderSource:
+  """`<root>/<split>/<class>/*.{jpg,jpeg,png}`; classes sorted by folder name."""
+
+  paths: tuple[str, ...]
+  labels: np.ndarray
+  class_names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, index: int) -> dict:
+    return {'image': decode_image(self.paths[index]),
+            'label': int(self.labels[index])}
+
+
+def image_folder(root: str, split: str) -> ImageFolderSource:
+  """Lists `<root>/<split>` once, in sorted order, so indices are stable."""
+  split_dir = pathlib.Path(root).expanduser() / split
+  if not split_dir.is_dir():
+    raise DataError(
+        f'image folder {str(split_dir)!r} does not exist; set'
+        ' --config.data.root to a folder holding <split>/<class>/*.jpg.'
+    )
+  class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
+  paths, labels = [], []
+  for label, class_dir in enumerate(class_dirs):
+    files = sorted(
+        f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+    )
+    paths += [str(f) for f in files]
+    labels += [label] * len(files)
+  if not paths:
+    raise DataError(
+        f'image folder {str(split_dir)!r} holds no .jpg/.jpeg/.png files in'
+        ' class subfolders; expected <split>/<class>/<image>.'
+    )
+  return ImageFolderSource(
+      tuple(paths), np.asarray(labels, np.int32),
+      tuple(d.name for d in class_dirs))
+
+
+DIGITS_TEST_SIZE = 360  # 20% of scikit-learn's 1,797 digits
+
+
+def digits(split: str) -> ArraySource:
+  """scikit-learn's bundled 8x8 digits: offline, seconds to train on.
+
+  The 1,797 images get a fixed permutation (seed 0); the last 360 are 'test'.
+  Pixels 0..16 are rescaled to 0..255 so all sources share one uint8 range.
+  """
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
+  if split not in ('train', 'test'):
+    raise DataError(f"digits has splits 'train' and 'test', not {split!r}.")
+  bunch = datasets.load_digits()
+  order = np.random.default_rng(0).permutation(len(bunch.target))
+  order = order[:-DIGITS_TEST_SIZE] if split == 'train' else order[-DIGITS_TEST_SIZE:]
+  images = np.round(bunch.images[order] * (255 / 16)).astype(np.uint8)[..., None]
+  return ArraySource(images, bunch.target[order].astype(np.int32),
+                     tuple(str(d) for d in range(10)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsSource:
+  """A `tfds.data_source` reduced to the image and label features."""
+
+  records: Sequence
+  class_names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def __getitem__(self, index: int) -> dict:
+    record = self.records[index]
+    return {'image': record['image'], 'label': int(record['label'])}
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def tfds_source(name: str, split: str, data: ml_collections.ConfigDict) -> TfdsSource:
+  """Reads a TFDS dataset as ArrayRecord, preparing it first when allowed.
+
+  Preparing (download + build) needs internet and TensorFlow (the `build`
+  extra); reading a prepared dataset needs neither.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  data_dir = data.data_dir or None
+  builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  where = f'data_dir={builder.data_dir_root!r}'
+  if not builder.is_prepared():
+    if not data.download:
+      raise DataError(
+          f'TFDS dataset {name!r} is not prepared in {where} and'
+          ' config.data.download is False; prepare it once online or point'
+          ' --config.data.data_dir at a prepared copy.'
+      )
+    manual_dir = data.manual_dir or None
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except Exception as error:  # pylint: disable=broad-except
+      if importlib.util.find_spec('tensorflow') is None:
+        fix = "building it needs TensorFlow: pip install -e '.[build]' (online)"
+      else:
+        fix = 'go online, or put the archives in --config.data.manual_dir'
+      raise DataError(
+          f'TFDS dataset {name!r} is not in {where} and could not be prepared'
+          f' ({_first_line(error)}); {fix}, or set --config.data.data_dir to'
+          ' a prepared copy.'
+      ) from error
+  if split not in builder.info.splits:
+    raise DataError(
+        f'TFDS dataset {name!r} has no split {split!r}; its splits are: '
+        + ', '.join(sorted(builder.info.splits)))
+  label = builder.info.features['label']
+  return TfdsSource(builder.as_data_source(split=split), tuple(label.names))
+
+
+def _tfds(name: str) -> Callable[[ml_collections.ConfigDict, str], Sequence]:
+  return lambda data, split: tfds_source(name, split, data)
+
+
+SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], Sequence]] = {
+    'cifar10': _tfds('cifar10'),
+    'cifar100': _tfds('cifar100'),
+    'stl10': _tfds('stl10'),
+    'mnist': _tfds('mnist'),
+    'image_folder': lambda data, split: image_folder(data.root, split),
+    'digits': lambda data, split: digits(split),
+}
+
+
+def load(data: ml_collections.ConfigDict, split: str) -> Sequence:
+  """The source named by `data.name` for one split."""
+  return SOURCES[data.name](data, split)
+
+
+def validation_count(validation_size: float, num_examples: int) -> int:
+  """A validation size given as a count or a fraction, as a count."""
+  if validation_size >= 1:
+    count = int(validation_size)
+  else:
+    count = round(validation_size * num_examples)
+  if count >= num_examples:
+    raise DataError(
+        f'config.data.validation_size={validation_size} leaves no training'
+        f' examples out of {num_examples}; use a smaller count or fraction.'
+    )
+  return count
+
+
+def split_off_validation(
+    source: Sequence, validation_size: float, seed: int
+) -> tuple[Sequence, Sequence]:
+  """Carves a validation split from `source` with a seeded permutation.
+
+  Returns (train, validation); together they hold each record exactly once.
+  """
+  count = validation_count(validation_size, len(source))
+  order = np.random.default_rng(seed).permutation(len(source))
+  return (SubsetSource(source, np.sort(order[count:])),
+          SubsetSource(source, np.sort(order[:count])))
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """The training source and the named evaluation sources of one run."""
+
+  train: Sequence
+  evals: dict[str, Sequence]
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self.train.class_names
+
+
+def load_splits(data: ml_collections.ConfigDict, seed: int) -> Splits:
+  """Train and eval sources from `data`; 'val' is carved from train if asked."""
+  train = load(data, data.train_split)
+  evals = {}
+  if data.validation_size:
+    train, evals['val'] = split_off_validation(train, data.validation_size, seed)
+  evals['test'] = load(data, data.eval_split)
+  return Splits(train, evals)

@@ -1,0 +1,32 @@
+"""LeNet-5 (LeCun et al. 1998)."""
+
+import flax.linen as nn
+import jax
+
+from tinyimagenet_jax.models import layers
+
+
+class LeNet5(nn.Module):
+  """C1 6@5x5, S2 pool, C3 16@5x5, S4 pool, C5 120, F6 84, output.
+
+  Valid convolutions as in the paper; C5 is a dense layer over the flattened
+  S4 maps, which equals the paper's 5x5 convolution at 32x32 input and lets
+  any input of at least 12x12 pixels work. tanh and average pooling by
+  default; `activation='relu'` and `pool='max'` give the modern variant.
+  """
+
+  num_classes: int
+  activation: str = 'tanh'
+  pool: str = 'avg'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
+    act = layers.activation(self.activation)
+    pool = nn.avg_pool if self.pool == 'avg' else nn.max_pool
+    x = pool(act(nn.Conv(6, (5, 5), padding='VALID', name='C1')(x)), (2, 2), (2, 2))
+    x = pool(act(nn.Conv(16, (5, 5), padding='VALID', name='C3')(x)), (2, 2), (2, 2))
+    x = act(nn.Dense(120, name='C5')(x.reshape(x.shape[0], -1)))
+    x = act(nn.Dense(84, name='F6')(x))
+    if features:
+      return x
+    return nn.Dense(self.num_classes, name='output')(x)

@@ -1,0 +1,31 @@
+"""Multi-layer perceptrons."""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+
+from tinyimagenet_jax.models import layers
+
+
+class MLP(nn.Module):
+  """Flatten, then Dense + activation (+ dropout) per hidden size, then output.
+
+  The default is the reports' 2-layer perceptron: one hidden layer of 1024
+  ReLU units.
+  """
+
+  num_classes: int
+  hidden: Sequence[int] = (1024,)
+  activation: str = 'relu'
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
+    act = layers.activation(self.activation)
+    x = x.reshape(x.shape[0], -1)
+    for width in self.hidden:
+      x = nn.Dropout(self.dropout, deterministic=not train)(act(nn.Dense(width)(x)))
+    if features:
+      return x
+    return nn.Dense(self.num_classes)(x)

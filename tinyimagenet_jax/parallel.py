@@ -1,0 +1,69 @@
+"""Data parallelism: a 1-D `data` mesh, shardings, batches onto devices.
+
+State is replicated, batches are split along their first axis over every
+device, and `jax.jit` with these shardings does the rest (XLA inserts the
+gradient all-reduce). One CPU, simulated CPU devices, a GPU or a TPU slice all
+run the same program.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from tinyimagenet_jax import steps
+
+DATA_AXIS = 'data'
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named `data` over `devices` (default: all of them)."""
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def put_replicated(tree, mesh: Mesh):
+  """Copies every array of `tree` to every device of `mesh`."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def put_batch(batch: dict, mesh: Mesh) -> dict:
+  """A host batch (this process's rows) as global arrays split over `data`."""
+  sharding = batch_sharded(mesh)
+  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+          for key, value in batch.items()}
+
+
+def jit_train_step(mesh: Mesh):
+  """`steps.train_step` compiled for `mesh`; the input state is donated."""
+  return jax.jit(
+      steps.train_step,
+      in_shardings=(replicated(mesh), batch_sharded(mesh)),
+      out_shardings=(replicated(mesh), replicated(mesh)),
+      donate_argnums=0)
+
+
+def compile_train_step(mesh: Mesh, state, batch_size: int, image_shape: tuple[int, ...]):
+  """`jit_train_step` compiled ahead of time for batches of this shape."""
+  sharding = batch_sharded(mesh)
+  batch = {
+      'image': jax.ShapeDtypeStruct((batch_size, *image_shape), np.float32, sharding=sharding),
+      'label': jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=sharding),
+  }
+  return jit_train_step(mesh).lower(state, batch).compile()
+
+
+def jit_eval_step(mesh: Mesh):
+  """`steps.eval_step` compiled for `mesh`."""
+  return jax.jit(
+      steps.eval_step,
+      in_shardings=(replicated(mesh), batch_sharded(mesh)),
+      out_shardings=replicated(mesh))

@@ -1,0 +1,46 @@
+"""The training state: one pytree holding everything a step reads and writes."""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step, params, batch_stats, opt_state and the run's base PRNG key.
+
+  `apply_fn` and `tx` are static (not leaves): they are part of the tree
+  structure, so jit and checkpoints see only arrays. `rng` is raw key data
+  (uint32) so that every checkpoint format stores it.
+  """
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+  apply_fn: Callable[..., Any] = flax.struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+
+def create_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, seed: int, input_shape: tuple[int, ...]
+) -> TrainState:
+  """Initialises parameters for inputs of `input_shape` (one example, HWC)."""
+  init_key, run_key = jax.random.split(jax.random.key(seed))
+  variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+  params = variables['params']
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get('batch_stats', {}),
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(run_key),
+      apply_fn=model.apply,
+      tx=tx,
+  )

@@ -1,0 +1,66 @@
+"""train_step, eval_step, predict: pure functions of arrays and pytrees.
+
+No axis names and no collectives: the same functions run on one device, or
+jitted over a mesh (see `parallel.py`), or called as they are in a notebook.
+Randomness is `fold_in(state.rng, state.step)`, so a resumed run repeats it.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tinyimagenet_jax.state import TrainState
+
+TOP_K = 5
+
+
+def _variables(state: TrainState, params) -> dict:
+  if state.batch_stats:
+    return {'params': params, 'batch_stats': state.batch_stats}
+  return {'params': params}
+
+
+def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  """One optimizer step on `batch` ({'image', 'label'}); returns batch metrics."""
+  dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        _variables(state, params), batch['image'], train=True,
+        rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    return loss, (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, param_updates),
+      opt_state=opt_state,
+      batch_stats=updates.get('batch_stats', state.batch_stats),
+  )
+  metrics = {
+      'loss': loss,
+      'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+      'grad_norm': optax.global_norm(grads),
+  }
+  return new_state, metrics
+
+
+def predict(state: TrainState, images: jax.Array) -> jax.Array:
+  """Logits in inference mode (dropout off, batch-norm running averages)."""
+  return state.apply_fn(_variables(state, state.params), images, train=False)
+
+
+def eval_step(state: TrainState, batch: dict) -> dict:
+  """Sums over the real (mask=True) rows: loss, top-1 and top-5 hits, count."""
+  logits = predict(state, batch['image'])
+  labels, mask = batch['label'], batch['mask']
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  top_k = jax.lax.top_k(logits, min(TOP_K, logits.shape[-1]))[1]
+  return {
+      'loss_sum': jnp.sum(losses * mask),
+      'top1_hits': jnp.sum((top_k[:, 0] == labels) & mask),
+      'top5_hits': jnp.sum(jnp.any(top_k == labels[:, None], axis=-1) & mask),
+      'count': jnp.sum(mask),
+  }

@@ -1,0 +1,167 @@
+"""train_and_evaluate(config, workdir): the loop, stop rules, metrics, checkpoints.
+
+Per epoch: train over whole batches, evaluate every eval split exactly once,
+append a record to the history, write metrics files, save a checkpoint. A
+rerun on the same workdir resumes from the newest checkpoint.
+"""
+
+from collections.abc import Callable, Iterator
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+
+from tinyimagenet_jax import checkpoint
+from tinyimagenet_jax import config as config_lib
+from tinyimagenet_jax import models
+from tinyimagenet_jax import optim
+from tinyimagenet_jax import parallel
+from tinyimagenet_jax import writers
+from tinyimagenet_jax.analysis import curves
+from tinyimagenet_jax.data import pipeline
+from tinyimagenet_jax.data import sources
+from tinyimagenet_jax.data import transforms
+from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.state import TrainState, create_train_state
+
+CURVES_PNG = 'curves.png'
+CONFIG_JSON = 'config.json'
+
+
+def is_finished(history: list[dict], config: ml_collections.ConfigDict) -> bool:
+  """The stop rules: the epoch cap, or training error at or below the target."""
+  if len(history) >= config.num_epochs:
+    return True
+  target = config.target_train_error
+  return bool(history) and target is not None and history[-1]['train_error'] <= target
+
+
+def evaluate(state: TrainState, eval_step: Callable, batches: Iterator[dict], mesh) -> dict:
+  """Mean loss, top-1 and top-5 accuracy over every real example of `batches`."""
+  sums = [eval_step(state, parallel.put_batch(batch, mesh)) for batch in batches]
+  totals = {key: float(np.sum([s[key] for s in jax.device_get(sums)], dtype=np.float64))
+            for key in sums[0]}
+  count = totals['count']
+  return {'loss': totals['loss_sum'] / count, 'top1': totals['top1_hits'] / count,
+          'top5': totals['top5_hits'] / count, 'count': int(count)}
+
+
+def train_epoch(
+    state: TrainState, train_step: Callable, batches: Iterator[dict], mesh,
+    num_steps: int, progress: tqdm.tqdm | None,
+) -> tuple[TrainState, dict]:
+  """`num_steps` steps; returns the state and the epoch's mean batch metrics.
+
+  Metrics are read back one step late, so the host never waits on the step
+  it has just dispatched.
+  """
+  step_metrics = []
+  for index in range(num_steps):
+    state, metrics = train_step(state, parallel.put_batch(next(batches), mesh))
+    step_metrics.append(metrics)
+    if progress is not None:
+      if index:
+        shown = jax.device_get(step_metrics[index - 1])
+        progress.set_postfix(loss=f"{shown['loss']:.4f}", acc=f"{shown['accuracy']:.4f}",
+                             refresh=False)
+      progress.update()
+  host = jax.device_get(step_metrics)
+  means = {key: float(np.mean([m[key] for m in host])) for key in host[0]}
+  return state, means
+
+
+def summarize(record: dict) -> str:
+  """One line per epoch for the terminal."""
+  evals = ' | '.join(
+      f"{name} loss {record[f'{name}_loss']:.4f} top-1 {record[f'{name}_top1']:.4f}"
+      for name in ('val', 'test') if f'{name}_loss' in record)
+  return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
+          f" error {record['train_error']:.4f} | {evals} |"
+          f" {record['seconds']:.1f} s, {record['images_per_second']:.0f} img/s")
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  with open(os.path.join(workdir, CONFIG_JSON), 'w') as file:
+    file.write(config.to_json_best_effort(indent=2) + '\n')
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> tuple[TrainState, list[dict]]:
+  """Trains until a stop rule holds; returns the final state and the history."""
+  mesh = parallel.make_mesh()
+  config_lib.validate(config, mesh.size)
+  splits = sources.load_splits(config.data, config.seed)
+  steps_per_epoch = len(splits.train) // config.batch_size
+  if not steps_per_epoch:
+    raise ConfigError(
+        f'config.batch_size={config.batch_size} is larger than the'
+        f' {len(splits.train)} training examples; use a smaller batch.')
+  train_transform, eval_transform = transforms.make_preprocess(config)
+  input_shape = train_transform(splits.train[0], np.random.default_rng(0))['image'].shape
+  model = models.build_model(config.model, len(splits.class_names))
+  tx = optim.build_optimizer(config.optimizer, steps_per_epoch)
+  schedule = optim.build_schedule(config.optimizer, steps_per_epoch)
+  state = parallel.put_replicated(create_train_state(model, tx, config.seed, input_shape), mesh)
+
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(config, workdir)
+  checkpoints = checkpoint.Checkpoints(
+      os.path.join(workdir, 'checkpoints'), config.max_checkpoints_to_keep)
+  state, history = checkpoints.restore_latest(state) or (state, [])
+  if history:
+    tqdm.tqdm.write(f'Resuming {workdir} from step {int(state.step)} (epoch {len(history)}).')
+
+  start = time.perf_counter()
+  train_step = parallel.compile_train_step(mesh, state, config.batch_size, input_shape)
+  tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s'
+                  f' for {mesh.size} device(s).')
+  eval_step = parallel.jit_eval_step(mesh)
+  batches = pipeline.iterate(
+      pipeline.train_dataset(splits.train, train_transform, config.batch_size, config.seed),
+      config.data, start=int(jax.device_get(state.step)))
+  eval_sets = {name: pipeline.eval_dataset(source, eval_transform, config.eval_batch_size)
+               for name, source in splits.evals.items()}
+  writer = writers.MetricWriter(workdir)
+  try:
+    while not is_finished(history, config):
+      epoch = len(history) + 1
+      progress = (tqdm.tqdm(total=steps_per_epoch, desc=f'epoch {epoch}/{config.num_epochs}',
+                            unit='step', dynamic_ncols=True)
+                  if config.progress_bar else None)
+      start = time.perf_counter()
+      state, train_metrics = train_epoch(
+          state, train_step, batches, mesh, steps_per_epoch, progress)
+      seconds = time.perf_counter() - start
+      if progress is not None:
+        progress.close()
+      record = {
+          'epoch': epoch,
+          'step': epoch * steps_per_epoch,
+          'learning_rate': float(schedule(epoch * steps_per_epoch - 1)),
+          'train_loss': train_metrics['loss'],
+          'train_accuracy': train_metrics['accuracy'],
+          'train_error': 1.0 - train_metrics['accuracy'],
+          'grad_norm': train_metrics['grad_norm'],
+          'seconds': seconds,
+          'images_per_second': steps_per_epoch * config.batch_size / seconds,
+      }
+      for name, dataset in eval_sets.items():
+        result = evaluate(state, eval_step, pipeline.iterate(dataset, config.data), mesh)
+        record.update({f'{name}_loss': result['loss'], f'{name}_top1': result['top1'],
+                       f'{name}_top5': result['top5'], f'{name}_error': 1.0 - result['top1']})
+      history.append(record)
+      writer.write(history)
+      if epoch % config.checkpoint_every_epochs == 0 or is_finished(history, config):
+        checkpoints.save(state, history)
+      tqdm.tqdm.write(summarize(record))
+  finally:
+    writer.close()
+    checkpoints.close()
+  if config.write_plots and history:
+    curves.plot_history(history, os.path.join(workdir, CURVES_PNG),
+                        title=f'{config.model.name} on {config.data.name}')
+  return state, history

@@ -1,0 +1,56 @@
+"""Per-epoch metrics to disk: JSON lines, CSV and TensorBoard event files.
+
+The JSON-lines and CSV files are rewritten from the whole history each epoch,
+so after a resume they hold exactly the restored history plus what followed.
+"""
+
+import json
+import os
+
+import tensorboardX
+
+METRICS_JSONL = 'metrics.jsonl'
+METRICS_CSV = 'metrics.csv'
+
+
+def _write_atomically(path: str, text: str) -> None:
+  with open(path + '.tmp', 'w') as file:
+    file.write(text)
+  os.replace(path + '.tmp', path)
+
+
+def history_as_csv(history: list[dict]) -> str:
+  """One row per epoch; columns are every key seen, in first-seen order."""
+  columns = list(dict.fromkeys(key for record in history for key in record))
+  lines = [','.join(columns)]
+  for record in history:
+    lines.append(','.join(str(record.get(column, '')) for column in columns))
+  return '\n'.join(lines) + '\n'
+
+
+class MetricWriter:
+  """Writes the history files and TensorBoard scalars under `workdir`."""
+
+  def __init__(self, workdir: str):
+    self._workdir = workdir
+    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def write(self, history: list[dict]) -> None:
+    """Rewrites the history files; adds the newest epoch to TensorBoard."""
+    _write_atomically(os.path.join(self._workdir, METRICS_JSONL),
+                      ''.join(json.dumps(record) + '\n' for record in history))
+    _write_atomically(os.path.join(self._workdir, METRICS_CSV), history_as_csv(history))
+    latest = history[-1]
+    for key, value in latest.items():
+      if key != 'epoch':
+        self._tensorboard.add_scalar(key, value, latest['epoch'])
+    self._tensorboard.flush()
+
+  def close(self) -> None:
+    self._tensorboard.close()
+
+
+def read_history(workdir: str) -> list[dict]:
+  """The per-epoch records a run wrote to `workdir`."""
+  with open(os.path.join(workdir, METRICS_JSONL)) as file:
+    return [json.loads(line) for line in file]
