@@ -59,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 128  # global batch, split over all devices
   c.eval_batch_size = 256
   c.num_epochs = 10  # a cap; the run may stop earlier (target_train_error)
+  c.steps_per_epoch = 0  # 0: one full pass over the training split per epoch
   c.target_train_error = config_dict.placeholder(float)  # e.g. 0.25; None = off
   c.checkpoint_every_epochs = 1
   c.max_checkpoints_to_keep = 2
@@ -103,6 +104,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
           f'config.{key}={config[key]} is not divisible by the {num_devices}'
           f' devices; use a multiple of {num_devices}.'
       )
+  if config.steps_per_epoch < 0 or int(config.steps_per_epoch) != config.steps_per_epoch:
+    raise ConfigError(
+        f'config.steps_per_epoch={config.steps_per_epoch!r} must be a whole'
+        ' number of steps, or 0 for one full pass over the training split.')
   target = config.target_train_error
   if target is not None and not 0 < target < 1:
     raise ConfigError(

@@ -39,6 +39,16 @@ def is_finished(history: list[dict], config: ml_collections.ConfigDict) -> bool:
   return bool(history) and target is not None and history[-1]['train_error'] <= target
 
 
+def resolve_steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int:
+  """`config.steps_per_epoch`, or whole batches in one pass when it is 0."""
+  full_pass = num_examples // config.batch_size
+  if not full_pass:
+    raise ConfigError(
+        f'config.batch_size={config.batch_size} is larger than the'
+        f' {num_examples} training examples; use a smaller batch.')
+  return config.steps_per_epoch or full_pass
+
+
 def evaluate(state: TrainState, eval_step: Callable, batches: Iterator[dict], mesh) -> dict:
   """Mean loss, top-1 and top-5 accuracy over every real example of `batches`."""
   sums = [eval_step(state, parallel.put_batch(batch, mesh)) for batch in batches]
@@ -95,11 +105,7 @@ def train_and_evaluate(
   mesh = parallel.make_mesh()
   config_lib.validate(config, mesh.size)
   splits = sources.load_splits(config.data, config.seed)
-  steps_per_epoch = len(splits.train) // config.batch_size
-  if not steps_per_epoch:
-    raise ConfigError(
-        f'config.batch_size={config.batch_size} is larger than the'
-        f' {len(splits.train)} training examples; use a smaller batch.')
+  steps_per_epoch = resolve_steps_per_epoch(config, len(splits.train))
   train_transform, eval_transform = transforms.make_preprocess(config)
   input_shape = train_transform(splits.train[0], np.random.default_rng(0))['image'].shape
   model = models.build_model(config.model, len(splits.class_names))

@@ -140,6 +140,11 @@ def _first_line(error: BaseException) -> str:
   return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+def tensorflow_available() -> bool:
+  """Whether TensorFlow, needed to build (not read) a TFDS dataset, is installed."""
+  return importlib.util.find_spec('tensorflow') is not None
+
+
 def tfds_source(name: str, split: str, data: ml_collections.ConfigDict) -> TfdsSource:
   """Reads a TFDS dataset as ArrayRecord, preparing it first when allowed.
 
@@ -150,7 +155,7 @@ def tfds_source(name: str, split: str, data: ml_collections.ConfigDict) -> TfdsS
 
   data_dir = data.data_dir or None
   builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
-  where = f'data_dir={builder.data_dir_root!r}'
+  where = f'data_dir={str(builder.data_dir_root)!r}'
   if not builder.is_prepared():
     if not data.download:
       raise DataError(
@@ -158,26 +163,31 @@ def tfds_source(name: str, split: str, data: ml_collections.ConfigDict) -> TfdsS
           ' config.data.download is False; prepare it once online or point'
           ' --config.data.data_dir at a prepared copy.'
       )
+    if not tensorflow_available():
+      raise DataError(
+          f'TFDS dataset {name!r} is not prepared in {where}; building it needs'
+          " TensorFlow: pip install -e '.[build]' (online), or point"
+          ' --config.data.data_dir at a prepared copy.'
+      )
     manual_dir = data.manual_dir or None
     try:
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     except Exception as error:  # pylint: disable=broad-except
-      if importlib.util.find_spec('tensorflow') is None:
-        fix = "building it needs TensorFlow: pip install -e '.[build]' (online)"
-      else:
-        fix = 'go online, or put the archives in --config.data.manual_dir'
       raise DataError(
           f'TFDS dataset {name!r} is not in {where} and could not be prepared'
-          f' ({_first_line(error)}); {fix}, or set --config.data.data_dir to'
-          ' a prepared copy.'
+          f' ({_first_line(error)}); go online, or put the archives in'
+          ' --config.data.manual_dir, or set --config.data.data_dir to a'
+          ' prepared copy.'
       ) from error
-  if split not in builder.info.splits:
+  try:
+    records = builder.as_data_source(split=split)
+  except (ValueError, KeyError) as error:
     raise DataError(
-        f'TFDS dataset {name!r} has no split {split!r}; its splits are: '
-        + ', '.join(sorted(builder.info.splits)))
-  label = builder.info.features['label']
-  return TfdsSource(builder.as_data_source(split=split), tuple(label.names))
+        f'TFDS dataset {name!r} cannot read split {split!r}'
+        f' ({_first_line(error)}); check --config.data.train_split/eval_split.'
+    ) from error
+  return TfdsSource(records, tuple(builder.info.features['label'].names))
 
 
 def _tfds(name: str) -> Callable[[ml_collections.ConfigDict, str], Sequence]:

@@ -1,0 +1,42 @@
+"""Shared fixtures: parsed absl flags, the real data in ../shared/data, tiny configs."""
+
+import pathlib
+import tarfile
+
+from absl import flags
+import pytest
+
+from tinyimagenet_jax.config import base_config
+
+from helpers import shared_archive
+
+# grain's worker processes read absl flags; outside launch.py nobody parses them.
+flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope='session')
+def cifar10_folder(tmp_path_factory) -> pathlib.Path:
+  """All 60,000 real CIFAR-10 JPEGs as <root>/{train,test}/<class>/*.jpg."""
+  archive = shared_archive('cifar-10-images-jpg.tgz')
+  target = tmp_path_factory.mktemp('cifar10')
+  with tarfile.open(archive) as tar:
+    tar.extractall(target, filter='data')
+  return target / 'cifar-10-images-jpg'
+
+
+@pytest.fixture
+def digits_config():
+  """A seconds-long run: a small conv4 on the offline digits, no progress bar."""
+  config = base_config()
+  config.data.name = 'digits'
+  config.model.name = 'conv4'
+  config.model.filters = (8, 16, 16, 16)
+  config.model.hidden = 32
+  config.optimizer.name = 'sgd'
+  config.optimizer.learning_rate = 0.05
+  config.optimizer.momentum = 0.9
+  config.batch_size = 64
+  config.eval_batch_size = 96  # 360 test digits: 3 full batches and a padded one
+  config.num_epochs = 2
+  config.progress_bar = False
+  return config

@@ -1,0 +1,86 @@
+"""Every bad config value stops before compiling, with one line naming the fix."""
+
+import pytest
+
+from tinyimagenet_jax import config as config_lib
+from tinyimagenet_jax.errors import ConfigError
+
+from helpers import run_launch
+
+BAD_VALUES = [
+    ('data.name', 'cifar11',
+     "config.data.name='cifar11' is not a valid choice; choose one of: cifar10, cifar100,"
+     ' digits, image_folder, mnist, stl10'),
+    ('model.name', 'conv5',
+     "config.model.name='conv5' is not a valid choice; choose one of: conv4, lenet5, mlp"),
+    ('optimizer.name', 'adamw2',
+     "config.optimizer.name='adamw2' is not a valid choice; choose one of: adam, sgd"),
+    ('optimizer.schedule', 'cosine2',
+     "config.optimizer.schedule='cosine2' is not a valid choice; choose one of: constant, step"),
+    ('optimizer.learning_rate', 0.0,
+     'config.optimizer.learning_rate=0.0 must be a positive number.'),
+    ('optimizer.learning_rate', -0.1,
+     'config.optimizer.learning_rate=-0.1 must be a positive number.'),
+    ('batch_size', 0, 'config.batch_size=0 must be a positive number.'),
+    ('batch_size', -8, 'config.batch_size=-8 must be a positive number.'),
+    ('eval_batch_size', 0, 'config.eval_batch_size=0 must be a positive number.'),
+    ('num_epochs', 0, 'config.num_epochs=0 must be a positive number.'),
+    ('target_train_error', 1.5,
+     'config.target_train_error=1.5 must be in (0, 1), e.g. 0.25 to stop at 25% training error.'),
+    ('target_train_error', 0.0,
+     'config.target_train_error=0.0 must be in (0, 1), e.g. 0.25 to stop at 25% training error.'),
+    ('steps_per_epoch', -1,
+     'config.steps_per_epoch=-1 must be a whole number of steps, or 0 for one full pass over'
+     ' the training split.'),
+    ('data.validation_size', -0.1,
+     'config.data.validation_size=-0.1 must be a count (>= 1), a fraction in (0, 1), or 0 for'
+     ' none.'),
+    ('augment.flip_prob', 2.0,
+     'config.augment.flip_prob=2.0 must be a probability in [0, 1].'),
+]
+
+
+def with_value(key: str, value):
+  config = config_lib.base_config()
+  section, _, field = key.rpartition('.')
+  (config[section] if section else config)[field] = value
+  return config
+
+
+@pytest.mark.parametrize('key, value, message', BAD_VALUES)
+def test_bad_value_gives_its_one_line_error(key, value, message):
+  with pytest.raises(ConfigError) as error:
+    config_lib.validate(with_value(key, value), num_devices=1)
+  assert str(error.value) == message
+
+
+def test_batch_not_divisible_by_devices():
+  with pytest.raises(ConfigError) as error:
+    config_lib.validate(with_value('batch_size', 100), num_devices=8)
+  assert str(error.value) == (
+      'config.batch_size=100 is not divisible by the 8 devices; use a multiple of 8.')
+
+
+def test_defaults_are_valid():
+  config_lib.validate(config_lib.base_config(), num_devices=8)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.model.name=conv5',
+     "error: config.model.name='conv5' is not a valid choice; choose one of: conv4, lenet5, mlp"),
+    ('--config.target_train_error=1.5',
+     'error: config.target_train_error=1.5 must be in (0, 1), e.g. 0.25 to stop at 25%'
+     ' training error.'),
+])
+def test_launch_prints_one_line_and_exits_2(override, message, tmp_path):
+  result = run_launch('--config=configs/quickstart.py', override, f'--workdir={tmp_path}')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == message
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_epochs_to_steps():
+  assert config_lib.epochs_to_steps(10, 390) == 3900
+  assert config_lib.epochs_to_steps(0.5, 391) == 196
+  assert config_lib.epochs_to_steps(0.001, 10) == 1

@@ -1,0 +1,101 @@
+"""train_and_evaluate end to end: files, stop rules, resume, TFDS, real CIFAR-10."""
+
+import json
+import pathlib
+from unittest import mock
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from configs import conv4_relu
+from tinyimagenet_jax import train, writers
+from tinyimagenet_jax.data import pipeline, sources, transforms
+
+
+def test_run_writes_every_promised_file(digits_config, tmp_path):
+  state, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert [r['epoch'] for r in history] == [1, 2]
+  assert int(state.step) == 2 * (1437 // 64)
+  assert writers.read_history(str(tmp_path)) == history
+  csv_lines = (tmp_path / 'metrics.csv').read_text().splitlines()
+  assert len(csv_lines) == 3 and csv_lines[0].startswith('epoch,step,learning_rate,train_loss')
+  assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+  assert (tmp_path / 'curves.png').read_bytes()[:4] == b'\x89PNG'
+  assert json.loads((tmp_path / 'config.json').read_text()) == json.loads(
+      json.dumps(digits_config.to_dict()))
+  saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
+  assert saved == [22, 44]  # the newest max_checkpoints_to_keep=2
+  for record in history:
+    assert record['train_error'] == 1 - record['train_accuracy']
+    assert 0 <= record['test_top1'] <= record['test_top5'] <= 1
+
+
+def test_evaluate_counts_each_test_example_once(digits_config, tmp_path):
+  state, _ = train.train_and_evaluate(digits_config, str(tmp_path))
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
+  _, evaluation = transforms.make_preprocess(digits_config)
+  dataset = pipeline.eval_dataset(sources.digits('test'), evaluation, 96)
+  result = train.evaluate(state, train.parallel.jit_eval_step(mesh),
+                          pipeline.iterate(dataset, digits_config.data), mesh)
+  assert result['count'] == 360
+  history = writers.read_history(str(tmp_path))
+  np.testing.assert_allclose(result['top1'], history[-1]['test_top1'])
+
+
+def test_rerun_resumes_and_matches_an_uninterrupted_run(digits_config, tmp_path):
+  digits_config.num_epochs = 3
+  whole_state, whole = train.train_and_evaluate(digits_config, str(tmp_path / 'whole'))
+  digits_config.num_epochs = 2
+  train.train_and_evaluate(digits_config, str(tmp_path / 'split'))
+  digits_config.num_epochs = 3
+  split_state, split = train.train_and_evaluate(digits_config, str(tmp_path / 'split'))
+  assert len(split) == 3
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(split_state.params),
+               jax.device_get(whole_state.params))
+  for key in ('train_loss', 'train_accuracy', 'test_loss', 'test_top1'):
+    assert [r[key] for r in split] == [r[key] for r in whole], key
+  assert writers.read_history(str(tmp_path / 'split')) == split
+
+
+def test_target_train_error_stops_the_run_and_stays_stopped(digits_config, tmp_path):
+  digits_config.num_epochs = 20
+  digits_config.target_train_error = 0.5
+  _, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  errors = [r['train_error'] for r in history]
+  assert len(history) < 20 and errors[-1] <= 0.5 and all(e > 0.5 for e in errors[:-1])
+  _, again = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert again == history
+
+
+def test_tfds_dataset_trains_under_mock_data(digits_config, tmp_path):
+  digits_config.data.name = 'cifar10'
+  digits_config.model.name = 'mlp'
+  del digits_config.model['filters']
+  del digits_config.model['hidden']
+  digits_config.num_epochs = 1
+  with tfds.testing.mock_data(num_examples=192), mock.patch.object(
+      tfds.core.DatasetBuilder, 'is_prepared', return_value=True):
+    _, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert history[0]['step'] == 3
+  assert np.isfinite(history[0]['test_loss'])
+
+
+def test_conv4_relu_learns_on_real_cifar10(cifar10_folder, tmp_path):
+  """300 steps of the report's model and learning rate on the real JPEGs.
+
+  Measured here: training accuracy 0.28 over the third 100-step epoch and test
+  top-1 0.37 (chance: 0.10); the bounds below leave room for other machines.
+  """
+  config = conv4_relu.get_config()
+  config.data.name = 'image_folder'
+  config.data.root = str(cifar10_folder)
+  config.batch_size = 64
+  config.steps_per_epoch = 100
+  config.num_epochs = 3
+  config.progress_bar = False
+  _, history = train.train_and_evaluate(config, str(tmp_path))
+  assert len(history) == 3
+  assert history[-1]['train_accuracy'] > 0.2
+  assert history[-1]['test_top1'] > 0.2
+  assert pathlib.Path(tmp_path, 'curves.png').exists()
