@@ -30,14 +30,15 @@ def test_eval_sees_every_example_exactly_once(size, batch):
   assert sum(int(b['mask'].sum()) for b in batches) == size
 
 
-def take(stream, count: int) -> list[np.ndarray]:
-  return [next(stream)['label'] for _ in range(count)]
+def take(stream, count: int) -> list[dict]:
+  return [next(stream) for _ in range(count)]
 
 
 def test_each_epoch_is_a_fresh_permutation_of_whole_batches():
   size, batch = 100, 16  # 6 whole batches; 4 records dropped per epoch
   dataset = pipeline.train_dataset(numbered_source(size), IDENTITY, batch, seed=3)
-  epochs = [np.concatenate(take(pipeline.iterate(dataset, DATA, start=e * 6), 6)) for e in range(3)]
+  epochs = [np.concatenate([b['label'] for b in take(pipeline.iterate(dataset, DATA, start=e * 6), 6)])
+            for e in range(3)]
   for labels in epochs:
     assert len(labels) == 96 and len(set(labels.tolist())) == 96
   assert not np.array_equal(epochs[0], epochs[1])
@@ -48,7 +49,7 @@ def test_stream_is_a_function_of_seed_and_step():
   source = numbered_source(50)
   train, _ = transforms.make_preprocess(config_with_augmentation())
   dataset = pipeline.train_dataset(source, train, 8, seed=0)
-  whole = [next(s) for s in [pipeline.iterate(dataset, DATA)] for _ in range(9)]
+  whole = take(pipeline.iterate(dataset, DATA), 9)
   resumed = pipeline.iterate(dataset, DATA, start=7)
   for expected in whole[7:]:
     got = next(resumed)
@@ -70,3 +71,19 @@ def test_train_batches_have_model_dtypes():
   batch = next(pipeline.iterate(pipeline.train_dataset(numbered_source(20), train, 4, 0), DATA))
   assert batch['image'].shape == (4, 4, 4, 3) and batch['image'].dtype == np.float32
   assert batch['label'].dtype == np.int32
+
+
+def test_worker_processes_give_the_same_stream_as_threads(cifar10_folder):
+  """Sources and transforms pickle into grain's spawned workers unchanged."""
+  source = sources.image_folder(str(cifar10_folder), 'test')
+  train, _ = transforms.make_preprocess(config_with_augmentation())
+  dataset = pipeline.train_dataset(source, train, 32, seed=0)
+  data = config_lib.base_config().data
+  threaded = take(pipeline.iterate(dataset, data, start=5), 3)
+  data.num_workers = 2
+  workers = pipeline.iterate(dataset, data, start=5)
+  for expected, got in zip(threaded, take(workers, 3)):
+    np.testing.assert_array_equal(got['image'], expected['image'])
+    np.testing.assert_array_equal(got['label'], expected['label'])
+  workers.close()
+

@@ -19,7 +19,7 @@ def test_run_writes_every_promised_file(digits_config, tmp_path):
   assert int(state.step) == 2 * (1437 // 64)
   assert writers.read_history(str(tmp_path)) == history
   csv_lines = (tmp_path / 'metrics.csv').read_text().splitlines()
-  assert len(csv_lines) == 3 and csv_lines[0].startswith('epoch,step,learning_rate,train_loss')
+  assert len(csv_lines) == 3 and csv_lines[0].startswith('epoch,step,train_loss,train_accuracy')
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
   assert (tmp_path / 'curves.png').read_bytes()[:4] == b'\x89PNG'
   assert json.loads((tmp_path / 'config.json').read_text()) == json.loads(
@@ -48,6 +48,8 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(digits_config, tmp_path)
   whole_state, whole = train.train_and_evaluate(digits_config, str(tmp_path / 'whole'))
   digits_config.num_epochs = 2
   train.train_and_evaluate(digits_config, str(tmp_path / 'split'))
+  with open(tmp_path / 'split' / 'metrics.jsonl', 'a') as file:  # an epoch never checkpointed
+    file.write(json.dumps({'epoch': 3, 'train_loss': -1.0}) + '\n')
   digits_config.num_epochs = 3
   split_state, split = train.train_and_evaluate(digits_config, str(tmp_path / 'split'))
   assert len(split) == 3

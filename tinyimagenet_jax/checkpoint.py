@@ -23,6 +23,7 @@ class Checkpoints:
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
+    """The step of the newest complete checkpoint, or None."""
     return self._manager.latest_step()
 
   def save(self, state: TrainState, history: list[dict]) -> None:

@@ -42,6 +42,7 @@ def sgd(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTra
 
 
 def adam(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
+  """Adam (Kingma & Ba 2015) with the config's betas and epsilon."""
   return optax.adam(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
 
 

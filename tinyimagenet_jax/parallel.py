@@ -23,10 +23,12 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """A full copy on every device (the train state)."""
   return NamedSharding(mesh, PartitionSpec())
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Rows split evenly over the `data` axis (batches)."""
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 

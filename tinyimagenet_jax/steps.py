@@ -15,6 +15,7 @@ TOP_K = 5
 
 
 def _variables(state: TrainState, params) -> dict:
+  """Flax variables for `apply`: params, plus batch stats when the model has them."""
   if state.batch_stats:
     return {'params': params, 'batch_stats': state.batch_stats}
   return {'params': params}

@@ -83,6 +83,27 @@ def train_epoch(
   return state, means
 
 
+def train_record(epoch: int, steps_per_epoch: int, batch_size: int, metrics: dict,
+                 seconds: float) -> dict:
+  """The history record of one epoch's training half."""
+  return {
+      'epoch': epoch,
+      'step': epoch * steps_per_epoch,
+      'train_loss': metrics['loss'],
+      'train_accuracy': metrics['accuracy'],
+      'train_error': 1.0 - metrics['accuracy'],
+      'grad_norm': metrics['grad_norm'],
+      'seconds': seconds,
+      'images_per_second': steps_per_epoch * batch_size / seconds,
+  }
+
+
+def eval_record(name: str, result: dict) -> dict:
+  """`evaluate`'s result as history fields prefixed by the split name."""
+  return {f'{name}_loss': result['loss'], f'{name}_top1': result['top1'],
+          f'{name}_top5': result['top5'], f'{name}_error': 1.0 - result['top1']}
+
+
 def summarize(record: dict) -> str:
   """One line per epoch for the terminal."""
   evals = ' | '.join(
@@ -94,6 +115,7 @@ def summarize(record: dict) -> str:
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The resolved config as `<workdir>/config.json`."""
   with open(os.path.join(workdir, CONFIG_JSON), 'w') as file:
     file.write(config.to_json_best_effort(indent=2) + '\n')
 
@@ -132,6 +154,7 @@ def train_and_evaluate(
   eval_sets = {name: pipeline.eval_dataset(source, eval_transform, config.eval_batch_size)
                for name, source in splits.evals.items()}
   writer = writers.MetricWriter(workdir)
+  writers.write_history_files(workdir, history)
   try:
     while not is_finished(history, config):
       epoch = len(history) + 1
@@ -144,27 +167,18 @@ def train_and_evaluate(
       seconds = time.perf_counter() - start
       if progress is not None:
         progress.close()
-      record = {
-          'epoch': epoch,
-          'step': epoch * steps_per_epoch,
-          'learning_rate': float(schedule(epoch * steps_per_epoch - 1)),
-          'train_loss': train_metrics['loss'],
-          'train_accuracy': train_metrics['accuracy'],
-          'train_error': 1.0 - train_metrics['accuracy'],
-          'grad_norm': train_metrics['grad_norm'],
-          'seconds': seconds,
-          'images_per_second': steps_per_epoch * config.batch_size / seconds,
-      }
+      record = train_record(epoch, steps_per_epoch, config.batch_size, train_metrics, seconds)
+      record['learning_rate'] = float(schedule(record['step'] - 1))
       for name, dataset in eval_sets.items():
         result = evaluate(state, eval_step, pipeline.iterate(dataset, config.data), mesh)
-        record.update({f'{name}_loss': result['loss'], f'{name}_top1': result['top1'],
-                       f'{name}_top5': result['top5'], f'{name}_error': 1.0 - result['top1']})
+        record.update(eval_record(name, result))
       history.append(record)
       writer.write(history)
       if epoch % config.checkpoint_every_epochs == 0 or is_finished(history, config):
         checkpoints.save(state, history)
       tqdm.tqdm.write(summarize(record))
   finally:
+    batches.close()
     writer.close()
     checkpoints.close()
   if config.write_plots and history:

@@ -14,6 +14,7 @@ METRICS_CSV = 'metrics.csv'
 
 
 def _write_atomically(path: str, text: str) -> None:
+  """Writes a sibling temporary file, then renames it over `path`."""
   with open(path + '.tmp', 'w') as file:
     file.write(text)
   os.replace(path + '.tmp', path)
@@ -28,6 +29,13 @@ def history_as_csv(history: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def write_history_files(workdir: str, history: list[dict]) -> None:
+  """metrics.jsonl and metrics.csv holding exactly `history`."""
+  _write_atomically(os.path.join(workdir, METRICS_JSONL),
+                    ''.join(json.dumps(record) + '\n' for record in history))
+  _write_atomically(os.path.join(workdir, METRICS_CSV), history_as_csv(history))
+
+
 class MetricWriter:
   """Writes the history files and TensorBoard scalars under `workdir`."""
 
@@ -37,9 +45,7 @@ class MetricWriter:
 
   def write(self, history: list[dict]) -> None:
     """Rewrites the history files; adds the newest epoch to TensorBoard."""
-    _write_atomically(os.path.join(self._workdir, METRICS_JSONL),
-                      ''.join(json.dumps(record) + '\n' for record in history))
-    _write_atomically(os.path.join(self._workdir, METRICS_CSV), history_as_csv(history))
+    write_history_files(self._workdir, history)
     latest = history[-1]
     for key, value in latest.items():
       if key != 'epoch':
@@ -47,6 +53,7 @@ class MetricWriter:
     self._tensorboard.flush()
 
   def close(self) -> None:
+    """Flushes and closes the TensorBoard event file."""
     self._tensorboard.close()
 
 

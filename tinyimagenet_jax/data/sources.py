@@ -137,6 +137,7 @@ class TfdsSource:
 
 
 def _first_line(error: BaseException) -> str:
+  """The first line of an exception's message, for one-line errors."""
   return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
@@ -191,6 +192,7 @@ def tfds_source(name: str, split: str, data: ml_collections.ConfigDict) -> TfdsS
 
 
 def _tfds(name: str) -> Callable[[ml_collections.ConfigDict, str], Sequence]:
+  """A SOURCES entry reading the TFDS dataset `name`."""
   return lambda data, split: tfds_source(name, split, data)
 
 
