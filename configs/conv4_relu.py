@@ -13,7 +13,8 @@ Without TFDS data (offline), use the image-folder copy of CIFAR-10:
         --config.data.name=image_folder \
         --config.data.root=/tmp/cifar-10-images-jpg
 
-Measured here (2 CPU cores, image-folder JPEGs): see WORKSPACE.md.
+Measured here (2 CPU cores, image-folder JPEGs): 240.6 s per epoch (207 img/s);
+after epoch 1, train error 0.762 and test top-1 0.386.
 """
 
 from tinyimagenet_jax.config import base_config

@@ -2,8 +2,8 @@
 
     python launch.py --config=configs/quickstart.py --workdir=runs/quickstart
 
-Expected: test top-1 >= 0.95 (measured here: see WORKSPACE.md) in well under
-two minutes on 2 CPU cores, compilation included.
+Expected: test top-1 >= 0.95. Measured here (2 CPU cores): 0.9944 after 15
+epochs of about 1.2 s each, 33 s wall including start-up and compilation.
 """
 
 from tinyimagenet_jax.config import base_config

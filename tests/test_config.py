@@ -3,20 +3,34 @@
 import pytest
 
 from tinyimagenet_jax import config as config_lib
+from tinyimagenet_jax.data.sources import SOURCES
 from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.models import MODELS
+from tinyimagenet_jax.optim import OPTIMIZERS, SCHEDULES
 
 from helpers import run_launch
 
+def choices(registry) -> str:
+  return ', '.join(sorted(registry))
+
+
 BAD_VALUES = [
     ('data.name', 'cifar11',
-     "config.data.name='cifar11' is not a valid choice; choose one of: cifar10, cifar100,"
-     ' digits, image_folder, mnist, stl10'),
+     f"config.data.name='cifar11' is not a valid choice; choose one of: {choices(SOURCES)}"),
     ('model.name', 'conv5',
-     "config.model.name='conv5' is not a valid choice; choose one of: conv4, lenet5, mlp"),
+     f"config.model.name='conv5' is not a valid choice; choose one of: {choices(MODELS)}"),
     ('optimizer.name', 'adamw2',
-     "config.optimizer.name='adamw2' is not a valid choice; choose one of: adam, sgd"),
+     "config.optimizer.name='adamw2' is not a valid choice; choose one of:"
+     f' {choices(OPTIMIZERS)}'),
     ('optimizer.schedule', 'cosine2',
-     "config.optimizer.schedule='cosine2' is not a valid choice; choose one of: constant, step"),
+     "config.optimizer.schedule='cosine2' is not a valid choice; choose one of:"
+     f' {choices(SCHEDULES)}'),
+    ('compute_dtype', 'float16',
+     "config.compute_dtype='float16' is not a valid choice; choose one of: bfloat16, float32"),
+    ('label_smoothing', 1.0, 'config.label_smoothing=1.0 must be in [0, 1).'),
+    ('optimizer.clip_global_norm', -1.0,
+     'config.optimizer.clip_global_norm=-1.0 must be >= 0 (0 turns it off).'),
+    ('optimizer.l2', -0.001, 'config.optimizer.l2=-0.001 must be >= 0 (0 turns it off).'),
     ('optimizer.learning_rate', 0.0,
      'config.optimizer.learning_rate=0.0 must be a positive number.'),
     ('optimizer.learning_rate', -0.1,
@@ -67,7 +81,7 @@ def test_defaults_are_valid():
 
 @pytest.mark.parametrize('override, message', [
     ('--config.model.name=conv5',
-     "error: config.model.name='conv5' is not a valid choice; choose one of: conv4, lenet5, mlp"),
+     f"error: config.model.name='conv5' is not a valid choice; choose one of: {choices(MODELS)}"),
     ('--config.target_train_error=1.5',
      'error: config.target_train_error=1.5 must be in (0, 1), e.g. 0.25 to stop at 25%'
      ' training error.'),

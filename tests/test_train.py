@@ -6,6 +6,7 @@ from unittest import mock
 
 import jax
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from configs import conv4_relu
@@ -22,6 +23,12 @@ def test_run_writes_every_promised_file(digits_config, tmp_path):
   assert len(csv_lines) == 3 and csv_lines[0].startswith('epoch,step,train_loss,train_accuracy')
   assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
   assert (tmp_path / 'curves.png').read_bytes()[:4] == b'\x89PNG'
+  assert (tmp_path / 'schedule.png').read_bytes()[:4] == b'\x89PNG'
+  steps = writers.read_steps(str(tmp_path))
+  assert [r['step'] for r in steps] == list(range(1, 45))
+  assert [r['learning_rate'] for r in steps] == pytest.approx([0.05] * 44)
+  assert [r['momentum'] for r in steps] == pytest.approx([0.9] * 44)
+  np.testing.assert_allclose(np.mean([r['loss'] for r in steps[22:]]), history[1]['train_loss'])
   assert json.loads((tmp_path / 'config.json').read_text()) == json.loads(
       json.dumps(digits_config.to_dict()))
   saved = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
@@ -50,6 +57,8 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(digits_config, tmp_path)
   train.train_and_evaluate(digits_config, str(tmp_path / 'split'))
   with open(tmp_path / 'split' / 'metrics.jsonl', 'a') as file:  # an epoch never checkpointed
     file.write(json.dumps({'epoch': 3, 'train_loss': -1.0}) + '\n')
+  with open(tmp_path / 'split' / 'steps.jsonl', 'a') as file:
+    file.write(json.dumps({'step': 45, 'loss': -1.0}) + '\n')
   digits_config.num_epochs = 3
   split_state, split = train.train_and_evaluate(digits_config, str(tmp_path / 'split'))
   assert len(split) == 3
@@ -58,6 +67,9 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(digits_config, tmp_path)
   for key in ('train_loss', 'train_accuracy', 'test_loss', 'test_top1'):
     assert [r[key] for r in split] == [r[key] for r in whole], key
   assert writers.read_history(str(tmp_path / 'split')) == split
+  steps = writers.read_steps(str(tmp_path / 'split'))
+  assert [r['step'] for r in steps] == list(range(1, 3 * 22 + 1))
+  assert [r['loss'] for r in steps] == [r['loss'] for r in writers.read_steps(str(tmp_path / 'whole'))]
 
 
 def test_target_train_error_stops_the_run_and_stays_stopped(digits_config, tmp_path):

@@ -14,6 +14,9 @@ from ml_collections import config_dict
 from tinyimagenet_jax.errors import ConfigError
 
 
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Defaults shared by every experiment; configs override fields of this."""
   c = ml_collections.ConfigDict()
@@ -52,9 +55,28 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8
+  c.optimizer.rho = 0.95  # adadelta
+  c.optimizer.rmsprop_decay = 0.9
+  c.optimizer.initial_accumulator_value = 0.1  # adagrad, proximal_adagrad
+  c.optimizer.proximal_l1 = 0.0  # proximal_adagrad's l1 and l2 strengths
+  c.optimizer.proximal_l2 = 0.0
   c.optimizer.schedule = 'constant'  # a key of tinyimagenet_jax.optim.SCHEDULES
-  c.optimizer.decay_rate = 0.1  # step decay: multiply by this ...
+  c.optimizer.decay_rate = 0.1  # step / exponential decay: multiply by this ...
   c.optimizer.decay_every_epochs = 30.0  # ... every this many epochs
+  c.optimizer.warmup_epochs = 0.0  # cosine: linear warmup, then cosine ...
+  c.optimizer.final_learning_rate = 0.0  # ... down to this
+  c.optimizer.onecycle_pct_start = 0.3  # onecycle: fraction of the run rising
+  c.optimizer.onecycle_div_factor = 25.0  # start = learning_rate / this
+  c.optimizer.onecycle_final_div_factor = 1e4  # end = start / this
+  c.optimizer.cycle_momentum = (0.85, 0.95)  # onecycle: (low, high); () = off
+  # Regularisation (see optim.py for the order in the chain).
+  c.optimizer.l2 = 0.0  # loss + l2 * sum(kernel**2), kernels only (Keras)
+  c.optimizer.weight_decay = 0.0  # PyTorch-style; decoupled for adamw
+  c.optimizer.clip_global_norm = 0.0  # 0 = off
+  c.optimizer.clip_value = 0.0  # 0 = off
+
+  c.label_smoothing = 0.0
+  c.compute_dtype = 'float32'  # 'bfloat16': mixed precision (float32 params)
 
   c.batch_size = 128  # global batch, split over all devices
   c.eval_batch_size = 256
@@ -108,6 +130,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
         f'config.steps_per_epoch={config.steps_per_epoch!r} must be a whole'
         ' number of steps, or 0 for one full pass over the training split.')
+  _one_of('compute_dtype', config.compute_dtype, COMPUTE_DTYPES)
+  if not 0 <= config.label_smoothing < 1:
+    raise ConfigError(
+        f'config.label_smoothing={config.label_smoothing!r} must be in [0, 1).')
+  for key in ('l2', 'weight_decay', 'clip_global_norm', 'clip_value', 'warmup_epochs'):
+    if config.optimizer[key] < 0:
+      raise ConfigError(f'config.optimizer.{key}={config.optimizer[key]!r} must be >= 0'
+                        ' (0 turns it off).')
   target = config.target_train_error
   if target is not None and not 0 < target < 1:
     raise ConfigError(

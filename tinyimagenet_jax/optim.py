@@ -1,62 +1,248 @@
-"""Optimizers and learning-rate schedules from the config, by name.
+"""Optimizers, schedules and regularisation from the config, by name.
 
 Durations in the config are in epochs; `build_optimizer` resolves them to
-steps with the run's steps per epoch. Adding an optimizer or a schedule is one
-function and one line in its registry.
+steps. The optimizer is the last link of an optax chain:
+
+    [L2 on kernels] -> [clip by value] -> [clip by global norm]
+        -> [coupled weight decay] -> optimizer
+
+The L2 term is the gradient of `l2 * sum(kernel**2)` (Keras' kernel_regularizer
+convention) added before clipping, exactly as if it were in the loss.
+`weight_decay` follows PyTorch: added to the clipped gradient inside the
+optimizer step (coupled), except for AdamW, whose decay is decoupled. Every
+optimizer is wrapped in `optax.inject_hyperparams`, so the learning rate and
+momentum used at each step live in the optimizer state and are logged.
+Adding an optimizer or a schedule is one function and one line in its registry.
 """
 
 from collections.abc import Callable
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 from tinyimagenet_jax.config import epochs_to_steps
 
-Schedule = Callable[[ml_collections.ConfigDict, int], optax.Schedule]
+ScheduleBuilder = Callable[[ml_collections.ConfigDict, int, int], optax.Schedule]
 
 
-def constant_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+def constant_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
+                      total_steps: int) -> optax.Schedule:
   """The learning rate, unchanged."""
-  del steps_per_epoch
+  del steps_per_epoch, total_steps
   return optax.constant_schedule(opt.learning_rate)
 
 
-def step_decay_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+def step_decay_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
+                        total_steps: int) -> optax.Schedule:
   """Multiplies the rate by `decay_rate` every `decay_every_epochs` epochs."""
+  del total_steps
   return optax.exponential_decay(
       opt.learning_rate,
       transition_steps=epochs_to_steps(opt.decay_every_epochs, steps_per_epoch),
-      decay_rate=opt.decay_rate,
-      staircase=True)
+      decay_rate=opt.decay_rate, staircase=True)
 
 
-SCHEDULES: dict[str, Schedule] = {
+def exponential_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
+                         total_steps: int) -> optax.Schedule:
+  """Smooth decay: times `decay_rate` per `decay_every_epochs`, every step."""
+  del total_steps
+  return optax.exponential_decay(
+      opt.learning_rate,
+      transition_steps=epochs_to_steps(opt.decay_every_epochs, steps_per_epoch),
+      decay_rate=opt.decay_rate)
+
+
+def cosine_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
+                    total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 over `warmup_epochs`, then cosine to `final_learning_rate`."""
+  warmup = round(opt.warmup_epochs * steps_per_epoch)
+  return optax.warmup_cosine_decay_schedule(
+      0.0, opt.learning_rate, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
+      end_value=opt.final_learning_rate)
+
+
+def onecycle_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
+                      total_steps: int) -> optax.Schedule:
+  """OneCycle (Smith & Topin): cosine up from lr/div_factor to lr, then far down.
+
+  As PyTorch's OneCycleLR: the peak `learning_rate` is reached after
+  `onecycle_pct_start` of the run; the end is the start / final_div_factor.
+  """
+  del steps_per_epoch
+  return optax.cosine_onecycle_schedule(
+      total_steps, opt.learning_rate, pct_start=opt.onecycle_pct_start,
+      div_factor=opt.onecycle_div_factor, final_div_factor=opt.onecycle_final_div_factor)
+
+
+SCHEDULES: dict[str, ScheduleBuilder] = {
     'constant': constant_schedule,
     'step': step_decay_schedule,
+    'exponential': exponential_schedule,
+    'cosine': cosine_schedule,
+    'onecycle': onecycle_schedule,
 }
 
 
-def sgd(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
-  """SGD; heavy-ball or Nesterov momentum when `momentum` > 0."""
-  return optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
+def cosine_between(start: float, end: float, steps: int) -> optax.Schedule:
+  """Half a cosine from `start` to `end` over `steps`, then `end`."""
+  def schedule(count):
+    progress = jnp.clip(count / max(steps, 1), 0.0, 1.0)
+    return end + (start - end) * 0.5 * (1 + jnp.cos(jnp.pi * progress))
+  return schedule
 
 
-def adam(opt: ml_collections.ConfigDict, lr: optax.Schedule) -> optax.GradientTransformation:
-  """Adam (Kingma & Ba 2015) with the config's betas and epsilon."""
-  return optax.adam(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+def onecycle_momentum(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """Momentum cycled inversely to the OneCycle rate: high -> low -> high."""
+  low, high = opt.cycle_momentum
+  rise = round(opt.onecycle_pct_start * total_steps)
+  return optax.join_schedules(
+      [cosine_between(high, low, rise), cosine_between(low, high, total_steps - rise)], [rise])
 
 
-OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, optax.Schedule], optax.GradientTransformation]] = {
+def momentum_schedule(opt: ml_collections.ConfigDict, total_steps: int):
+  """The momentum (or Adam's beta1) per step: cycled for OneCycle, else constant."""
+  if opt.schedule == 'onecycle' and opt.cycle_momentum:
+    return onecycle_momentum(opt, total_steps)
+  return None
+
+
+class ProximalAdagradState(NamedTuple):
+  accumulator: optax.Updates
+
+
+def proximal_adagrad(learning_rate: float, l1: float = 0.0, l2: float = 0.0,
+                     initial_accumulator_value: float = 0.1) -> optax.GradientTransformation:
+  """TensorFlow's ProximalAdagrad (FOBOS with Adagrad step sizes); optax has none.
+
+  accum += g^2; v = w - lr * g / sqrt(accum);
+  w' = sign(v) * max(|v| - lr * l1, 0) / (1 + lr * l2); the update is w' - w.
+  """
+  def init(params):
+    return ProximalAdagradState(
+        jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
+
+  def update(grads, state, params):
+    accumulator = jax.tree.map(lambda a, g: a + g * g, state.accumulator, grads)
+
+    def step(param, grad, accum):
+      proposal = param - learning_rate * grad / jnp.sqrt(accum)
+      shrunk = jnp.sign(proposal) * jnp.maximum(jnp.abs(proposal) - learning_rate * l1, 0)
+      return shrunk / (1 + learning_rate * l2) - param
+
+    return jax.tree.map(step, params, grads, accumulator), ProximalAdagradState(accumulator)
+
+  return optax.GradientTransformation(init, update)
+
+
+Optimizer = Callable[[ml_collections.ConfigDict, optax.Schedule, optax.Schedule | None],
+                     optax.GradientTransformation]
+
+
+def sgd(opt, lr, momentum) -> optax.GradientTransformation:
+  """SGD; heavy-ball or Nesterov momentum when `momentum` > 0 (or cycled)."""
+  momentum = momentum if momentum is not None else (opt.momentum or None)
+  return optax.inject_hyperparams(optax.sgd, static_args=('nesterov',))(
+      learning_rate=lr, momentum=momentum, nesterov=opt.nesterov)
+
+
+def adam(opt, lr, momentum) -> optax.GradientTransformation:
+  """Adam (Kingma & Ba 2015); beta1 plays the momentum's part in OneCycle."""
+  return optax.inject_hyperparams(optax.adam)(
+      learning_rate=lr, b1=momentum if momentum is not None else opt.b1, b2=opt.b2, eps=opt.eps)
+
+
+def adamw(opt, lr, momentum) -> optax.GradientTransformation:
+  """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay."""
+  return optax.inject_hyperparams(optax.adamw)(
+      learning_rate=lr, b1=momentum if momentum is not None else opt.b1, b2=opt.b2,
+      eps=opt.eps, weight_decay=opt.weight_decay)
+
+
+def adadelta(opt, lr, momentum) -> optax.GradientTransformation:
+  """AdaDelta (Zeiler 2012), with TensorFlow's learning-rate factor."""
+  del momentum
+  return optax.inject_hyperparams(optax.adadelta)(learning_rate=lr, rho=opt.rho, eps=opt.eps)
+
+
+def adagrad(opt, lr, momentum) -> optax.GradientTransformation:
+  """Adagrad (Duchi et al. 2011)."""
+  del momentum
+  return optax.inject_hyperparams(optax.adagrad)(
+      learning_rate=lr, initial_accumulator_value=opt.initial_accumulator_value, eps=opt.eps)
+
+
+def rmsprop(opt, lr, momentum) -> optax.GradientTransformation:
+  """RMSProp (Hinton 2012), optionally with momentum."""
+  momentum = momentum if momentum is not None else (opt.momentum or None)
+  return optax.inject_hyperparams(optax.rmsprop)(
+      learning_rate=lr, decay=opt.rmsprop_decay, eps=opt.eps, momentum=momentum)
+
+
+def proximal_adagrad_optimizer(opt, lr, momentum) -> optax.GradientTransformation:
+  """ProximalAdaGrad with the config's l1/l2 strengths (the second report's comparison)."""
+  del momentum
+  return optax.inject_hyperparams(proximal_adagrad)(
+      learning_rate=lr, l1=opt.proximal_l1, l2=opt.proximal_l2,
+      initial_accumulator_value=opt.initial_accumulator_value)
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
     'sgd': sgd,
     'adam': adam,
+    'adamw': adamw,
+    'adadelta': adadelta,
+    'adagrad': adagrad,
+    'rmsprop': rmsprop,
+    'proximal_adagrad': proximal_adagrad_optimizer,
 }
 
 
-def build_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+def kernel_mask(params) -> dict:
+  """True for convolution and dense kernels; False for biases and norm scales."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def regularisation(opt: ml_collections.ConfigDict) -> list[optax.GradientTransformation]:
+  """The chain links before the optimizer: L2 on kernels, clipping, weight decay."""
+  links = []
+  if opt.l2:
+    links.append(optax.add_decayed_weights(2 * opt.l2, mask=kernel_mask))
+  if opt.clip_value:
+    links.append(optax.clip(opt.clip_value))
+  if opt.clip_global_norm:
+    links.append(optax.clip_by_global_norm(opt.clip_global_norm))
+  if opt.weight_decay and opt.name != 'adamw':
+    links.append(optax.add_decayed_weights(opt.weight_decay))
+  return links
+
+
+def build_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
+                   num_epochs: int) -> optax.Schedule:
   """The learning-rate schedule named by `opt.schedule`, in steps."""
-  return SCHEDULES[opt.schedule](opt, steps_per_epoch)
+  return SCHEDULES[opt.schedule](opt, steps_per_epoch, steps_per_epoch * num_epochs)
 
 
-def build_optimizer(opt: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
-  """The optimizer named by `opt.name`, driven by its schedule."""
-  return OPTIMIZERS[opt.name](opt, build_schedule(opt, steps_per_epoch))
+def build_optimizer(opt: ml_collections.ConfigDict, steps_per_epoch: int,
+                    num_epochs: int) -> optax.GradientTransformation:
+  """The optimizer named by `opt.name` behind its regularisation links."""
+  total_steps = steps_per_epoch * num_epochs
+  core = OPTIMIZERS[opt.name](opt, build_schedule(opt, steps_per_epoch, num_epochs),
+                              momentum_schedule(opt, total_steps))
+  return optax.chain(*regularisation(opt), core)
+
+
+LOGGED_HYPERPARAMS = {'learning_rate': 'learning_rate', 'momentum': 'momentum', 'b1': 'momentum'}
+
+
+def current_hyperparams(opt_state) -> dict:
+  """The learning rate and momentum (Adam's beta1) of the latest update, if injected."""
+  injected = [leaf for leaf in jax.tree.leaves(
+      opt_state, is_leaf=lambda node: hasattr(node, 'hyperparams')) if hasattr(leaf, 'hyperparams')]
+  if not injected:
+    return {}
+  return {LOGGED_HYPERPARAMS[key]: value for key, value in injected[-1].hyperparams.items()
+          if key in LOGGED_HYPERPARAMS and value is not None}

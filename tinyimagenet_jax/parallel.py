@@ -53,13 +53,11 @@ def jit_train_step(mesh: Mesh):
       donate_argnums=0)
 
 
-def compile_train_step(mesh: Mesh, state, batch_size: int, image_shape: tuple[int, ...]):
-  """`jit_train_step` compiled ahead of time for batches of this shape."""
+def compile_train_step(mesh: Mesh, state, host_batch: dict):
+  """`jit_train_step` compiled ahead of time for batches shaped like `host_batch`."""
   sharding = batch_sharded(mesh)
-  batch = {
-      'image': jax.ShapeDtypeStruct((batch_size, *image_shape), np.float32, sharding=sharding),
-      'label': jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=sharding),
-  }
+  batch = {key: jax.ShapeDtypeStruct(np.shape(value), np.asarray(value).dtype, sharding=sharding)
+           for key, value in host_batch.items()}
   return jit_train_step(mesh).lower(state, batch).compile()
 
 

@@ -14,9 +14,9 @@ import optax
 class TrainState:
   """step, params, batch_stats, opt_state and the run's base PRNG key.
 
-  `apply_fn` and `tx` are static (not leaves): they are part of the tree
-  structure, so jit and checkpoints see only arrays. `rng` is raw key data
-  (uint32) so that every checkpoint format stores it.
+  `apply_fn`, `tx` and the loss options are static (not leaves): they are part
+  of the tree structure, so jit and checkpoints see only arrays. `rng` is raw
+  key data (uint32) so that every checkpoint format stores it.
   """
 
   step: jax.Array
@@ -26,10 +26,13 @@ class TrainState:
   rng: jax.Array
   apply_fn: Callable[..., Any] = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  label_smoothing: float = flax.struct.field(pytree_node=False, default=0.0)
+  compute_dtype: str = flax.struct.field(pytree_node=False, default='float32')
 
 
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, seed: int, input_shape: tuple[int, ...]
+    model: nn.Module, tx: optax.GradientTransformation, seed: int, input_shape: tuple[int, ...],
+    label_smoothing: float = 0.0, compute_dtype: str = 'float32',
 ) -> TrainState:
   """Initialises parameters for inputs of `input_shape` (one example, HWC)."""
   init_key, run_key = jax.random.split(jax.random.key(seed))
@@ -43,4 +46,6 @@ def create_train_state(
       rng=jax.random.key_data(run_key),
       apply_fn=model.apply,
       tx=tx,
+      label_smoothing=label_smoothing,
+      compute_dtype=compute_dtype,
   )

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from tinyimagenet_jax import optim
 from tinyimagenet_jax.state import TrainState
 
 TOP_K = 5
@@ -21,16 +22,57 @@ def _variables(state: TrainState, params) -> dict:
   return {'params': params}
 
 
+def _apply(state: TrainState, params, images: jax.Array, **kwargs):
+  """`apply_fn` computing in `state.compute_dtype`; logits come back as float32.
+
+  For bfloat16, parameters are cast on the way in (gradients flow back to the
+  float32 originals); batch-norm statistics stay float32.
+  """
+  dtype = jnp.dtype(state.compute_dtype)
+  if dtype != jnp.float32:
+    params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating)
+                          else p, params)
+    images = images.astype(dtype)
+  output = state.apply_fn(_variables(state, params), images, **kwargs)
+  if isinstance(output, tuple):
+    return output[0].astype(jnp.float32), output[1]
+  return output.astype(jnp.float32)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example cross-entropy against integer labels, optionally smoothed."""
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def classification_loss(logits: jax.Array, batch: dict, label_smoothing: float = 0.0) -> jax.Array:
+  """Mean cross-entropy; with mixup/cutmix keys, the weighted mix of both labels.
+
+  A mixed batch carries 'mix_label' (the partner's label) and 'mix_weight'
+  (the weight of the original label), so labels stay integers.
+  """
+  losses = cross_entropy(logits, batch['label'], label_smoothing)
+  if 'mix_label' in batch:
+    weight = batch['mix_weight']
+    partner = cross_entropy(logits, batch['mix_label'], label_smoothing)
+    losses = weight * losses + (1 - weight) * partner
+  return losses.mean()
+
+
 def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-  """One optimizer step on `batch` ({'image', 'label'}); returns batch metrics."""
+  """One optimizer step on `batch` ({'image', 'label'}); returns batch metrics.
+
+  Metrics: loss, accuracy, gradient norm, and the learning rate and momentum
+  the optimizer used in this step (when it exposes them).
+  """
   dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
   def loss_fn(params):
-    logits, updates = state.apply_fn(
-        _variables(state, params), batch['image'], train=True,
-        rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    return loss, (logits, updates)
+    logits, updates = _apply(state, params, batch['image'], train=True,
+                             rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+    return classification_loss(logits, batch, state.label_smoothing), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   param_updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -44,13 +86,14 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
       'loss': loss,
       'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
       'grad_norm': optax.global_norm(grads),
+      **optim.current_hyperparams(opt_state),
   }
   return new_state, metrics
 
 
 def predict(state: TrainState, images: jax.Array) -> jax.Array:
   """Logits in inference mode (dropout off, batch-norm running averages)."""
-  return state.apply_fn(_variables(state, state.params), images, train=False)
+  return _apply(state, state.params, images, train=False)
 
 
 def eval_step(state: TrainState, batch: dict) -> dict:

@@ -6,6 +6,7 @@ rerun on the same workdir resumes from the newest checkpoint.
 """
 
 from collections.abc import Callable, Iterator
+import itertools
 import os
 import time
 
@@ -28,6 +29,7 @@ from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.state import TrainState, create_train_state
 
 CURVES_PNG = 'curves.png'
+SCHEDULE_PNG = 'schedule.png'
 CONFIG_JSON = 'config.json'
 
 
@@ -62,8 +64,8 @@ def evaluate(state: TrainState, eval_step: Callable, batches: Iterator[dict], me
 def train_epoch(
     state: TrainState, train_step: Callable, batches: Iterator[dict], mesh,
     num_steps: int, progress: tqdm.tqdm | None,
-) -> tuple[TrainState, dict]:
-  """`num_steps` steps; returns the state and the epoch's mean batch metrics.
+) -> tuple[TrainState, list[dict]]:
+  """`num_steps` steps; returns the state and each step's metrics on the host.
 
   Metrics are read back one step late, so the host never waits on the step
   it has just dispatched.
@@ -79,23 +81,31 @@ def train_epoch(
                              refresh=False)
       progress.update()
   host = jax.device_get(step_metrics)
-  means = {key: float(np.mean([m[key] for m in host])) for key in host[0]}
-  return state, means
+  return state, [{key: float(value) for key, value in metrics.items()} for metrics in host]
 
 
-def train_record(epoch: int, steps_per_epoch: int, batch_size: int, metrics: dict,
+def train_record(epoch: int, steps_per_epoch: int, batch_size: int, step_metrics: list[dict],
                  seconds: float) -> dict:
-  """The history record of one epoch's training half."""
-  return {
+  """The history record of one epoch's training half.
+
+  Loss, accuracy and gradient norm are means over the epoch's steps (the
+  training error of the reports); learning rate and momentum are the last step's.
+  """
+  mean = {key: float(np.mean([m[key] for m in step_metrics]))
+          for key in ('loss', 'accuracy', 'grad_norm')}
+  record = {
       'epoch': epoch,
       'step': epoch * steps_per_epoch,
-      'train_loss': metrics['loss'],
-      'train_accuracy': metrics['accuracy'],
-      'train_error': 1.0 - metrics['accuracy'],
-      'grad_norm': metrics['grad_norm'],
+      'train_loss': mean['loss'],
+      'train_accuracy': mean['accuracy'],
+      'train_error': 1.0 - mean['accuracy'],
+      'grad_norm': mean['grad_norm'],
       'seconds': seconds,
       'images_per_second': steps_per_epoch * batch_size / seconds,
   }
+  record.update({key: step_metrics[-1][key] for key in ('learning_rate', 'momentum')
+                 if key in step_metrics[-1]})
+  return record
 
 
 def eval_record(name: str, result: dict) -> dict:
@@ -129,11 +139,13 @@ def train_and_evaluate(
   splits = sources.load_splits(config.data, config.seed)
   steps_per_epoch = resolve_steps_per_epoch(config, len(splits.train))
   train_transform, eval_transform = transforms.make_preprocess(config)
-  input_shape = train_transform(splits.train[0], np.random.default_rng(0))['image'].shape
+  input_shape = eval_transform(splits.train[0])['image'].shape
   model = models.build_model(config.model, len(splits.class_names))
-  tx = optim.build_optimizer(config.optimizer, steps_per_epoch)
-  schedule = optim.build_schedule(config.optimizer, steps_per_epoch)
-  state = parallel.put_replicated(create_train_state(model, tx, config.seed, input_shape), mesh)
+  tx = optim.build_optimizer(config.optimizer, steps_per_epoch, config.num_epochs)
+  state = parallel.put_replicated(
+      create_train_state(model, tx, config.seed, input_shape,
+                         label_smoothing=config.label_smoothing,
+                         compute_dtype=config.compute_dtype), mesh)
 
   os.makedirs(workdir, exist_ok=True)
   _write_config(config, workdir)
@@ -143,18 +155,21 @@ def train_and_evaluate(
   if history:
     tqdm.tqdm.write(f'Resuming {workdir} from step {int(state.step)} (epoch {len(history)}).')
 
+  stream = pipeline.iterate(
+      pipeline.train_dataset(splits.train, train_transform, config.batch_size, config.seed),
+      config.data, start=int(jax.device_get(state.step)))
+  first_batch = next(stream)
+  batches = itertools.chain([first_batch], stream)
   start = time.perf_counter()
-  train_step = parallel.compile_train_step(mesh, state, config.batch_size, input_shape)
+  train_step = parallel.compile_train_step(mesh, state, first_batch)
   tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s'
                   f' for {mesh.size} device(s).')
   eval_step = parallel.jit_eval_step(mesh)
-  batches = pipeline.iterate(
-      pipeline.train_dataset(splits.train, train_transform, config.batch_size, config.seed),
-      config.data, start=int(jax.device_get(state.step)))
   eval_sets = {name: pipeline.eval_dataset(source, eval_transform, config.eval_batch_size)
                for name, source in splits.evals.items()}
   writer = writers.MetricWriter(workdir)
   writers.write_history_files(workdir, history)
+  writers.truncate_steps(workdir, int(jax.device_get(state.step)))
   try:
     while not is_finished(history, config):
       epoch = len(history) + 1
@@ -162,13 +177,13 @@ def train_and_evaluate(
                             unit='step', dynamic_ncols=True)
                   if config.progress_bar else None)
       start = time.perf_counter()
-      state, train_metrics = train_epoch(
+      state, step_metrics = train_epoch(
           state, train_step, batches, mesh, steps_per_epoch, progress)
       seconds = time.perf_counter() - start
       if progress is not None:
         progress.close()
-      record = train_record(epoch, steps_per_epoch, config.batch_size, train_metrics, seconds)
-      record['learning_rate'] = float(schedule(record['step'] - 1))
+      writer.write_steps((epoch - 1) * steps_per_epoch + 1, step_metrics)
+      record = train_record(epoch, steps_per_epoch, config.batch_size, step_metrics, seconds)
       for name, dataset in eval_sets.items():
         result = evaluate(state, eval_step, pipeline.iterate(dataset, config.data), mesh)
         record.update(eval_record(name, result))
@@ -178,10 +193,12 @@ def train_and_evaluate(
         checkpoints.save(state, history)
       tqdm.tqdm.write(summarize(record))
   finally:
-    batches.close()
+    stream.close()
     writer.close()
     checkpoints.close()
   if config.write_plots and history:
-    curves.plot_history(history, os.path.join(workdir, CURVES_PNG),
-                        title=f'{config.model.name} on {config.data.name}')
+    title = f'{config.model.name} on {config.data.name}'
+    curves.plot_history(history, os.path.join(workdir, CURVES_PNG), title=title)
+    curves.plot_steps(writers.read_steps(workdir), os.path.join(workdir, SCHEDULE_PNG),
+                      title=title)
   return state, history

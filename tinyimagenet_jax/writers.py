@@ -1,7 +1,8 @@
-"""Per-epoch metrics to disk: JSON lines, CSV and TensorBoard event files.
+"""Metrics to disk: per epoch (JSON lines, CSV), per step (JSON lines), TensorBoard.
 
-The JSON-lines and CSV files are rewritten from the whole history each epoch,
-so after a resume they hold exactly the restored history plus what followed.
+The per-epoch files are rewritten from the whole history each epoch, and the
+per-step file is cut back to the restored step on resume, so after a crash
+they hold exactly what the restored run did plus what followed.
 """
 
 import json
@@ -11,6 +12,7 @@ import tensorboardX
 
 METRICS_JSONL = 'metrics.jsonl'
 METRICS_CSV = 'metrics.csv'
+STEPS_JSONL = 'steps.jsonl'
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -52,6 +54,17 @@ class MetricWriter:
         self._tensorboard.add_scalar(key, value, latest['epoch'])
     self._tensorboard.flush()
 
+  def write_steps(self, first_step: int, step_metrics: list[dict]) -> None:
+    """Appends one record per step (numbered from `first_step`) to steps.jsonl."""
+    records = [{'step': first_step + index, **metrics}
+               for index, metrics in enumerate(step_metrics)]
+    with open(os.path.join(self._workdir, STEPS_JSONL), 'a') as file:
+      file.write(''.join(json.dumps(record) + '\n' for record in records))
+    for record in records:
+      for key, value in record.items():
+        if key != 'step':
+          self._tensorboard.add_scalar(f'step/{key}', value, record['step'])
+
   def close(self) -> None:
     """Flushes and closes the TensorBoard event file."""
     self._tensorboard.close()
@@ -61,3 +74,19 @@ def read_history(workdir: str) -> list[dict]:
   """The per-epoch records a run wrote to `workdir`."""
   with open(os.path.join(workdir, METRICS_JSONL)) as file:
     return [json.loads(line) for line in file]
+
+
+def read_steps(workdir: str) -> list[dict]:
+  """The per-step records a run wrote to `workdir` (empty if none)."""
+  path = os.path.join(workdir, STEPS_JSONL)
+  if not os.path.exists(path):
+    return []
+  with open(path) as file:
+    return [json.loads(line) for line in file]
+
+
+def truncate_steps(workdir: str, last_step: int) -> None:
+  """Drops per-step records after `last_step` (work lost in a crash)."""
+  kept = [record for record in read_steps(workdir) if record['step'] <= last_step]
+  _write_atomically(os.path.join(workdir, STEPS_JSONL),
+                    ''.join(json.dumps(record) + '\n' for record in kept))

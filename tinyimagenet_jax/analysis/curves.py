@@ -23,8 +23,32 @@ def plot_history(history: list[dict], path: str, title: str = '') -> None:
         axis.plot(epochs, [record[key] for record in history], marker='o', label=label)
     axis.set_title(name)
     axis.set_xlabel('epoch')
+    axis.set_ylim(bottom=0)
     axis.grid(alpha=0.3)
     axis.legend()
+  if title:
+    figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
+STEP_PANELS = (('loss', 'loss per step'), ('learning_rate', 'learning rate'),
+               ('momentum', 'momentum (Adam: beta1)'))
+
+
+def plot_steps(steps: list[dict], path: str, title: str = '') -> None:
+  """Per-step loss, learning rate and momentum (the ones the run logged)."""
+  panels = [(key, name) for key, name in STEP_PANELS if steps and key in steps[0]]
+  if not panels:
+    return
+  figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
+  numbers = [record['step'] for record in steps]
+  for axis, (key, name) in zip(axes[0], panels):
+    axis.plot(numbers, [record[key] for record in steps], linewidth=1)
+    axis.set_title(name)
+    axis.set_xlabel('step')
+    axis.grid(alpha=0.3)
   if title:
     figure.suptitle(title)
   figure.tight_layout()
