@@ -51,6 +51,34 @@ BAD_VALUES = [
      ' none.'),
     ('augment.flip_prob', 2.0,
      'config.augment.flip_prob=2.0 must be a probability in [0, 1].'),
+    ('data.resize_shorter', -1,
+     'config.data.resize_shorter=-1 must be a whole number of pixels, or 0 for off.'),
+    ('data.crop_size', -4,
+     'config.data.crop_size=-4 must be a whole number of pixels, or 0 for off.'),
+    ('augment.translate', 1.0,
+     'config.augment.translate=1.0 must be a fraction of the image size in [0, 1), e.g. 0.1,'
+     ' or 0 for off.'),
+    ('augment.rotate_degrees', -5.0,
+     'config.augment.rotate_degrees=-5.0 must be a number of degrees >= 0, e.g. 15, or 0 for'
+     ' off.'),
+    ('augment.contrast', (1.3, 0.7),
+     'config.augment.contrast=(1.3, 0.7) must be 2 positive numbers (lo, hi) with lo <= hi,'
+     ' e.g. (0.7, 1.3), or () for off.'),
+    ('augment.contrast', (0.7,),
+     'config.augment.contrast=(0.7,) must be 2 positive numbers (lo, hi) with lo <= hi,'
+     ' e.g. (0.7, 1.3), or () for off.'),
+    ('augment.color_jitter', (0.1, -0.1, 0.1),
+     'config.augment.color_jitter=(0.1, -0.1, 0.1) must be 3 numbers >= 0 (brightness,'
+     ' contrast, saturation), e.g. (0.1, 0.1, 0.1), or () for off.'),
+    ('augment.sharpness', (2.0, 1.5),
+     'config.augment.sharpness=(2.0, 1.5) must be (factor, prob) with factor >= 0 and prob in'
+     ' [0, 1], e.g. (2.0, 0.1), or () for off.'),
+    ('augment.mixup_alpha', -0.2,
+     'config.augment.mixup_alpha=-0.2 must be a Beta(alpha, alpha) parameter >= 0, e.g. 0.2,'
+     ' or 0 for off.'),
+    ('augment.cutmix_alpha', -1.0,
+     'config.augment.cutmix_alpha=-1.0 must be a Beta(alpha, alpha) parameter >= 0, e.g. 0.2,'
+     ' or 0 for off.'),
 ]
 
 
@@ -77,6 +105,25 @@ def test_batch_not_divisible_by_devices():
 
 def test_defaults_are_valid():
   config_lib.validate(config_lib.base_config(), num_devices=8)
+
+
+def test_crop_larger_than_the_resize():
+  config = with_value('data.resize_shorter', 256)
+  config.data.crop_size = 300
+  with pytest.raises(ConfigError) as error:
+    config_lib.validate(config, num_devices=1)
+  assert str(error.value) == (
+      'config.data.crop_size=300 must be at most config.data.resize_shorter=256, the side it'
+      ' crops from.')
+
+
+def test_the_reports_preprocessing_and_augmentations_are_valid():
+  config = config_lib.base_config()
+  config.data.resize_shorter, config.data.crop_size = 256, 224
+  config.augment.update(translate=0.1, rotate_degrees=15.0, contrast=(0.7, 1.3),
+                        color_jitter=(0.1, 0.1, 0.1), sharpness=(2.0, 0.1),
+                        mixup_alpha=0.2, cutmix_alpha=1.0)
+  config_lib.validate(config, num_devices=1)
 
 
 @pytest.mark.parametrize('override, message', [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinyimagenet_jax import config as config_lib
-from tinyimagenet_jax.data import pipeline, sources, transforms
+from tinyimagenet_jax.data import batch_ops, pipeline, sources, transforms
 
 
 def numbered_source(size: int) -> sources.ArraySource:
@@ -87,3 +87,20 @@ def test_worker_processes_give_the_same_stream_as_threads(cifar10_folder):
     np.testing.assert_array_equal(got['label'], expected['label'])
   workers.close()
 
+
+
+def test_batch_transform_mixes_whole_batches_reproducibly():
+  train, _ = transforms.make_preprocess(config_lib.base_config())
+  config = config_lib.base_config()
+  config.augment.mixup_alpha = 0.4
+  mix = batch_ops.make_batch_transform(config)
+  dataset = pipeline.train_dataset(numbered_source(40), train, 8, seed=0, batch_transform=mix)
+  first, again = next(pipeline.iterate(dataset, DATA, 3)), next(pipeline.iterate(dataset, DATA, 3))
+  np.testing.assert_array_equal(first['image'], again['image'])
+  np.testing.assert_array_equal(first['mix_label'], first['label'][::-1])
+  weight = first['mix_weight'][0]
+  plain = next(pipeline.iterate(pipeline.train_dataset(numbered_source(40), train, 8, seed=0),
+                                DATA, 3))
+  np.testing.assert_allclose(first['image'],
+                             weight * plain['image'] + (1 - weight) * plain['image'][::-1],
+                             rtol=1e-6)

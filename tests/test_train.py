@@ -113,3 +113,10 @@ def test_conv4_relu_learns_on_real_cifar10(cifar10_folder, tmp_path):
   assert history[-1]['train_accuracy'] > 0.2
   assert history[-1]['test_top1'] > 0.2
   assert pathlib.Path(tmp_path, 'curves.png').exists()
+
+
+def test_cutmix_run_trains(digits_config, tmp_path):
+  digits_config.num_epochs = 1
+  digits_config.augment.cutmix_alpha = 1.0
+  _, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert np.isfinite(history[0]['train_loss']) and history[0]['test_top1'] > 0.1

@@ -28,6 +28,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.data_dir = ''  # TFDS data_dir ('' = TFDS default, ~/tensorflow_datasets)
   c.data.manual_dir = ''  # TFDS manual_dir for archives placed by hand
   c.data.download = True  # TFDS: download and prepare when missing (needs internet)
+  # tiny_imagenet: 0 = all 200 classes (official splits; test is unlabelled), else a
+  # subset of that many classes drawn with subset_seed, subset_split images per
+  # class as (train, validation, test) from the official training images.
+  c.data.subset_classes = 0
+  c.data.subset_split = (300, 100, 100)
+  c.data.subset_seed = 0
+  c.data.skip_corrupt = False  # tiny_imagenet build: skip + record bad files, not raise
   c.data.train_split = 'train'
   c.data.eval_split = 'test'
   # Carved from the train split with a seeded permutation: a count (>= 1) or a
@@ -39,10 +46,26 @@ def base_config() -> ml_collections.ConfigDict:
   # Per-channel normalisation after scaling pixels to [0, 1]; empty = none.
   c.data.mean = ()
   c.data.std = ()
+  # AlexNet-style preprocessing (Krizhevsky et al. 2012), 0 = off: a bilinear
+  # resize so the shorter side is `resize_shorter` (e.g. 256), then a square
+  # `crop_size` crop (e.g. 224): random for training, central for evaluation.
+  c.data.resize_shorter = 0
+  c.data.crop_size = 0
 
+  # Training-only augmentation, 0 or () = off; applied in the order of
+  # tinyimagenet_jax.data.transforms.AUGMENTATIONS (geometric, then photometric).
   c.augment = ml_collections.ConfigDict()
   c.augment.flip_prob = 0.0  # random horizontal flip probability
   c.augment.pad_crop = 0  # pixels of zero padding before a random crop back
+  c.augment.translate = 0.0  # largest shift, a fraction of height/width, e.g. 0.1
+  c.augment.rotate_degrees = 0.0  # largest rotation either way, e.g. 15
+  c.augment.contrast = ()  # (lo, hi) contrast factor range, e.g. (0.7, 1.3)
+  c.augment.color_jitter = ()  # (brightness, contrast, saturation), e.g. (0.1, 0.1, 0.1)
+  c.augment.sharpness = ()  # (factor, prob), e.g. (2.0, 0.1)
+  # Batch-level mixing with a partner (tinyimagenet_jax.data.batch_ops), with
+  # lambda ~ Beta(alpha, alpha); with both set, each batch gets one at random.
+  c.augment.mixup_alpha = 0.0  # e.g. 0.2
+  c.augment.cutmix_alpha = 0.0  # e.g. 1.0
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'conv4'  # a key of tinyimagenet_jax.models.MODELS
@@ -99,11 +122,67 @@ def _one_of(key: str, value, choices: Iterable[str]) -> None:
     )
 
 
+def _is_number(value) -> bool:
+  """Whether `value` is a finite int or float (not a bool)."""
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _numbers(value, count: int) -> bool:
+  """Whether `value` is a tuple or list of exactly `count` finite numbers."""
+  return (isinstance(value, (tuple, list)) and len(value) == count
+          and all(map(_is_number, value)))
+
+
+def _require(ok: bool, key: str, value, requirement: str) -> None:
+  """Raises `config.<key>=<value> must be <requirement>.` unless `ok`."""
+  if not ok:
+    raise ConfigError(f'config.{key}={value!r} must be {requirement}.')
+
+
 def _positive(key: str, value) -> None:
-  if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
-      math.isfinite(value) and value > 0
-  ):
-    raise ConfigError(f'config.{key}={value!r} must be a positive number.')
+  _require(_is_number(value) and value > 0, key, value, 'a positive number')
+
+
+def _validate_crop(data: ml_collections.ConfigDict) -> None:
+  """resize_shorter and crop_size are pixel counts, and the crop fits in the resize."""
+  for key in ('resize_shorter', 'crop_size'):
+    value = data[key]
+    _require(_is_number(value) and value >= 0 and int(value) == value, f'data.{key}',
+             value, 'a whole number of pixels, or 0 for off')
+  if data.resize_shorter and data.crop_size > data.resize_shorter:
+    raise ConfigError(
+        f'config.data.crop_size={data.crop_size!r} must be at most'
+        f' config.data.resize_shorter={data.resize_shorter!r}, the side it crops from.')
+
+
+def _validate_augment(augment: ml_collections.ConfigDict) -> None:
+  """Every config.augment value that would otherwise fail inside a data worker."""
+  _require(0 <= augment.flip_prob <= 1, 'augment.flip_prob', augment.flip_prob,
+           'a probability in [0, 1]')
+  _require(_is_number(augment.translate) and 0 <= augment.translate < 1,
+           'augment.translate', augment.translate,
+           'a fraction of the image size in [0, 1), e.g. 0.1, or 0 for off')
+  _require(_is_number(augment.rotate_degrees) and augment.rotate_degrees >= 0,
+           'augment.rotate_degrees', augment.rotate_degrees,
+           'a number of degrees >= 0, e.g. 15, or 0 for off')
+  contrast = augment.contrast
+  _require(not contrast or (_numbers(contrast, 2) and 0 < contrast[0] <= contrast[1]),
+           'augment.contrast', contrast,
+           '2 positive numbers (lo, hi) with lo <= hi, e.g. (0.7, 1.3), or () for off')
+  jitter = augment.color_jitter
+  _require(not jitter or (_numbers(jitter, 3) and min(jitter) >= 0),
+           'augment.color_jitter', jitter,
+           '3 numbers >= 0 (brightness, contrast, saturation), e.g. (0.1, 0.1, 0.1),'
+           ' or () for off')
+  sharpness = augment.sharpness
+  _require(not sharpness or (_numbers(sharpness, 2) and sharpness[0] >= 0
+                             and 0 <= sharpness[1] <= 1),
+           'augment.sharpness', sharpness,
+           '(factor, prob) with factor >= 0 and prob in [0, 1], e.g. (2.0, 0.1), or () for off')
+  for key in ('mixup_alpha', 'cutmix_alpha'):
+    _require(_is_number(augment[key]) and augment[key] >= 0, f'augment.{key}', augment[key],
+             'a Beta(alpha, alpha) parameter >= 0, e.g. 0.2, or 0 for off')
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -150,16 +229,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         f'config.data.validation_size={size!r} must be a count (>= 1), a'
         ' fraction in (0, 1), or 0 for none.'
     )
+  _require(_numbers(config.data.subset_split, 3), 'data.subset_split', config.data.subset_split,
+           'three per-class image counts (train, validation, test), e.g. (300, 100, 100)')
+  _require(_is_number(config.data.subset_classes) and config.data.subset_classes >= 0,
+           'data.subset_classes', config.data.subset_classes,
+           'a number of Tiny ImageNet classes, or 0 for all 200')
   if len(config.data.mean) != len(config.data.std):
     raise ConfigError(
         f'config.data.mean={tuple(config.data.mean)} and config.data.std='
         f'{tuple(config.data.std)} must have one value per channel each.'
     )
-  if not 0 <= config.augment.flip_prob <= 1:
-    raise ConfigError(
-        f'config.augment.flip_prob={config.augment.flip_prob!r} must be a'
-        ' probability in [0, 1].'
-    )
+  _validate_crop(config.data)
+  _validate_augment(config.augment)
 
 
 def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:

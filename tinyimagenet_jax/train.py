@@ -22,6 +22,7 @@ from tinyimagenet_jax import optim
 from tinyimagenet_jax import parallel
 from tinyimagenet_jax import writers
 from tinyimagenet_jax.analysis import curves
+from tinyimagenet_jax.data import batch_ops
 from tinyimagenet_jax.data import pipeline
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data import transforms
@@ -156,7 +157,8 @@ def train_and_evaluate(
     tqdm.tqdm.write(f'Resuming {workdir} from step {int(state.step)} (epoch {len(history)}).')
 
   stream = pipeline.iterate(
-      pipeline.train_dataset(splits.train, train_transform, config.batch_size, config.seed),
+      pipeline.train_dataset(splits.train, train_transform, config.batch_size, config.seed,
+                             batch_ops.make_batch_transform(config)),
       config.data, start=int(jax.device_get(state.step)))
   first_batch = next(stream)
   batches = itertools.chain([first_batch], stream)

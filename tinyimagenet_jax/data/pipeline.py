@@ -16,16 +16,22 @@ import numpy as np
 
 
 def train_dataset(
-    source: Sequence, transform: Callable, batch_size: int, seed: int
+    source: Sequence, transform: Callable, batch_size: int, seed: int,
+    batch_transform: Callable | None = None,
 ) -> grain.MapDataset:
-  """Endless stream of training batches; element `s` is the batch of step `s`."""
-  return (
+  """Endless stream of training batches; element `s` is the batch of step `s`.
+
+  `batch_transform(batch, rng)` (mixup, cutmix) runs on each whole batch.
+  """
+  batches = (
       grain.MapDataset.source(source)
       .shuffle(seed=seed)
       .random_map(transform, seed=seed + 1)
       .batch(batch_size, drop_remainder=True)
-      .repeat()
   )
+  if batch_transform is not None:
+    batches = batches.random_map(batch_transform, seed=seed + 2)
+  return batches.repeat()
 
 
 def pad_batch(batch: dict, size: int) -> dict:
