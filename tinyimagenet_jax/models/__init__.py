@@ -11,17 +11,32 @@ import flax.linen as nn
 import ml_collections
 
 from tinyimagenet_jax.errors import ConfigError
-from tinyimagenet_jax.models import convnets, lenet, mlp
+from tinyimagenet_jax.models import alexnet, convnets, lenet, mlp, resnet, vgg
 
 MODELS: dict[str, type[nn.Module]] = {
+    'alexnet': alexnet.AlexNet,
+    'cnn2': convnets.CNN2,
+    'cnn_multi': convnets.CNNMulti,
+    'conv3_bn': convnets.Conv3BN,
     'conv4': convnets.Conv4,
     'lenet5': lenet.LeNet5,
+    'linear': mlp.Linear,
     'mlp': mlp.MLP,
+    'resnet18': resnet.ResNet,
+    'resnet_cnn': resnet.ResNetCNN,
+    'tiny_m1': convnets.TinyM1,
+    'tiny_m2': convnets.TinyM2,
+    'tiny_m3': convnets.TinyM3,
+    'tiny_m4': convnets.TinyM4,
+    'vgg16': vgg.VGG16,
 }
 
 
 def build_model(model: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """The module named by `model.name`, its other fields as constructor options."""
+  if model.name not in MODELS:
+    raise ConfigError(f'config.model.name={model.name!r} is not a valid choice; choose one'
+                      ' of: ' + ', '.join(sorted(MODELS)))
   cls = MODELS[model.name]
   options = {key: value for key, value in model.items() if key != 'name'}
   fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name', 'num_classes'}

@@ -13,11 +13,16 @@ class LeNet5(nn.Module):
   S4 maps, which equals the paper's 5x5 convolution at 32x32 input and lets
   any input of at least 12x12 pixels work. tanh and average pooling by
   default; `activation='relu'` and `pool='max'` give the modern variant.
+  `batch_norm=True` and `extra_dense=<width>` give the fourth report's
+  "LeNet + FC + batch norm": batch norm after S4, and a Dense layer F7 of that
+  width after F6 (the report gives no width; 84 repeats F6's).
   """
 
   num_classes: int
   activation: str = 'tanh'
   pool: str = 'avg'
+  batch_norm: bool = False
+  extra_dense: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
@@ -25,8 +30,12 @@ class LeNet5(nn.Module):
     pool = nn.avg_pool if self.pool == 'avg' else nn.max_pool
     x = pool(act(nn.Conv(6, (5, 5), padding='VALID', name='C1')(x)), (2, 2), (2, 2))
     x = pool(act(nn.Conv(16, (5, 5), padding='VALID', name='C3')(x)), (2, 2), (2, 2))
+    if self.batch_norm:
+      x = layers.batch_norm(train, name='S4_norm')(x)
     x = act(nn.Dense(120, name='C5')(x.reshape(x.shape[0], -1)))
     x = act(nn.Dense(84, name='F6')(x))
+    if self.extra_dense:
+      x = act(nn.Dense(self.extra_dense, name='F7')(x))
     if features:
       return x
     return nn.Dense(self.num_classes, name='output')(x)

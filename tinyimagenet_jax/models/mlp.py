@@ -1,4 +1,4 @@
-"""Multi-layer perceptrons."""
+"""Softmax regression and multi-layer perceptrons."""
 
 from collections.abc import Sequence
 
@@ -8,11 +8,26 @@ import jax
 from tinyimagenet_jax.models import layers
 
 
+class Linear(nn.Module):
+  """Softmax regression (the third report's linear model): flatten, one Dense."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
+    x = x.reshape(x.shape[0], -1)
+    if features:
+      return x
+    return nn.Dense(self.num_classes)(x)
+
+
 class MLP(nn.Module):
   """Flatten, then Dense + activation (+ dropout) per hidden size, then output.
 
   The default is the reports' 2-layer perceptron: one hidden layer of 1024
-  ReLU units.
+  ReLU units. The fourth report's 3-layer perceptron with dropout adds a
+  hidden layer and dropout without giving their sizes; e.g. hidden=(1024, 512),
+  dropout=0.5.
   """
 
   num_classes: int
