@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from tinyimagenet_jax.errors import DataError
+from tinyimagenet_jax.errors import UserError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 
@@ -147,15 +148,22 @@ def tensorflow_available() -> bool:
 
 
 def tfds_source(name: str, split: str, data: ml_collections.ConfigDict) -> TfdsSource:
-  """Reads a TFDS dataset as ArrayRecord, preparing it first when allowed.
+  """Reads the TFDS dataset `name` as ArrayRecord, preparing it first when allowed."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  Preparing (download + build) needs internet and TensorFlow (the `build`
-  extra); reading a prepared dataset needs neither.
+  builder = tfds.builder(name, data_dir=data.data_dir or None, file_format='array_record')
+  return prepared_source(builder, split, data)
+
+
+def prepared_source(builder, split: str, data: ml_collections.ConfigDict) -> TfdsSource:
+  """One split of a TFDS `builder`, downloading and preparing it first if allowed.
+
+  Preparing (download + build) needs TensorFlow (the `build` extra) and, for
+  most datasets, internet; reading a prepared dataset needs neither.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  data_dir = data.data_dir or None
-  builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  name = builder.info.full_name.rsplit('/', 1)[0]
   where = f'data_dir={str(builder.data_dir_root)!r}'
   if not builder.is_prepared():
     if not data.download:
@@ -171,9 +179,15 @@ def tfds_source(name: str, split: str, data: ml_collections.ConfigDict) -> TfdsS
           ' --config.data.data_dir at a prepared copy.'
       )
     manual_dir = data.manual_dir or None
+    if manual_dir and not pathlib.Path(manual_dir).expanduser().is_dir():
+      raise DataError(
+          f'config.data.manual_dir={manual_dir!r} is not a folder; create it and put'
+          f' the archives of {name!r} in it, or leave it empty to download them.')
     try:
       builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except UserError:
+      raise  # already one sentence naming the bad file and the fix
     except Exception as error:  # pylint: disable=broad-except
       raise DataError(
           f'TFDS dataset {name!r} is not in {where} and could not be prepared'
@@ -191,6 +205,29 @@ def tfds_source(name: str, split: str, data: ml_collections.ConfigDict) -> TfdsS
   return TfdsSource(records, tuple(builder.info.features['label'].names))
 
 
+def tiny_imagenet(data: ml_collections.ConfigDict, split: str) -> TfdsSource:
+  """Tiny ImageNet from the official archive: all 200 classes, or a seeded subset.
+
+  `data.subset_classes=0` is the `full` config (its test split is unlabelled:
+  evaluate on 'validation'); otherwise `data.subset_split` images per class
+  (train, validation, test) of that many classes drawn with `data.subset_seed`.
+  The builder package is imported only here, so importing this module stays light.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tinyimagenet_jax.data import tiny_imagenet as tiny  # pylint: disable=g-import-not-at-top
+
+  if not data.subset_classes and split == 'test':
+    raise DataError(
+        "the full Tiny ImageNet 'test' split is unlabelled; evaluate on 'validation'"
+        ' (--config.data.eval_split=validation) or use a subset'
+        ' (--config.data.subset_classes=100).')
+  config = (tiny.subset_config(data.subset_classes, *data.subset_split, seed=data.subset_seed)
+            if data.subset_classes else 'full')
+  builder = tfds.builder('tiny_imagenet', config=config, data_dir=data.data_dir or None,
+                         file_format='array_record', skip_corrupt=data.skip_corrupt)
+  return prepared_source(builder, split, data)
+
+
 def _tfds(name: str) -> Callable[[ml_collections.ConfigDict, str], Sequence]:
   """A SOURCES entry reading the TFDS dataset `name`."""
   return lambda data, split: tfds_source(name, split, data)
@@ -201,6 +238,7 @@ SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], Sequence]] = {
     'cifar100': _tfds('cifar100'),
     'stl10': _tfds('stl10'),
     'mnist': _tfds('mnist'),
+    'tiny_imagenet': tiny_imagenet,
     'image_folder': lambda data, split: image_folder(data.root, split),
     'digits': lambda data, split: digits(split),
 }
