@@ -8,7 +8,6 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import tarfile
 import zipfile
 
 import numpy as np
@@ -140,19 +139,6 @@ def zip_tree(root: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
       if f.is_file():
         z.write(f, f'tiny-imagenet-200/{f.relative_to(root).as_posix()}')
   return path
-
-
-@pytest.fixture(scope='session')
-def tiny_root(tmp_path_factory) -> pathlib.Path:
-  """The real archive, extracted once per session: the tiny-imagenet-200 folder."""
-  path = shared_archive('tiny-imagenet-200.tgz')
-  target = tmp_path_factory.mktemp('tiny')
-  if shutil.which('tar'):  # 120,203 files: GNU tar takes a quarter of tarfile's time
-    subprocess.run(['tar', 'xzf', str(path), '-C', str(target)], check=True)
-  else:
-    with tarfile.open(path) as tar:
-      tar.extractall(target, filter='data')
-  return target / 'tiny-imagenet-200'
 
 
 @pytest.fixture(scope='module')
