@@ -34,7 +34,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.subset_classes = 0
   c.data.subset_split = (300, 100, 100)
   c.data.subset_seed = 0
-  c.data.skip_corrupt = False  # tiny_imagenet build: skip + record bad files, not raise
+  # Skip unreadable inputs, log and record them instead of stopping: image_folder
+  # drops bad files when listing (source.skipped); the tiny_imagenet build skips
+  # bad images and annotation lines (dataset metadata).
+  c.data.skip_corrupt = False
   c.data.train_split = 'train'
   c.data.eval_split = 'test'
   # Carved from the train split with a seeded permutation: a count (>= 1) or a
@@ -106,8 +109,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 10  # a cap; the run may stop earlier (target_train_error)
   c.steps_per_epoch = 0  # 0: one full pass over the training split per epoch
   c.target_train_error = config_dict.placeholder(float)  # e.g. 0.25; None = off
-  c.checkpoint_every_epochs = 1
+  # Checkpoints: at every epoch end, every `checkpoint_every_steps` (0 = only
+  # at epoch ends) and on SIGTERM/SIGINT; the newest `max_checkpoints_to_keep`
+  # and the best `keep_best_checkpoints` by `best_metric` are kept.
+  c.checkpoint_every_steps = 0
   c.max_checkpoints_to_keep = 2
+  c.keep_best_checkpoints = 0
+  c.best_metric = 'test_top1'  # a key of the epoch records, e.g. val_top1, test_loss
+  c.best_mode = 'max'  # 'min' for losses and errors
+  c.restart = False  # True: delete this workdir's checkpoints and metrics, start over
+  c.init_from = ''  # another run's workdir/checkpoint: start from its matching weights
   c.progress_bar = True
   c.write_plots = True
   return c
@@ -217,6 +228,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if config.optimizer[key] < 0:
       raise ConfigError(f'config.optimizer.{key}={config.optimizer[key]!r} must be >= 0'
                         ' (0 turns it off).')
+  _one_of('best_mode', config.best_mode, ('max', 'min'))
+  if config.checkpoint_every_steps < 0:
+    raise ConfigError(f'config.checkpoint_every_steps={config.checkpoint_every_steps!r} must'
+                      ' be a whole number of steps, or 0 for epoch ends only.')
   target = config.target_train_error
   if target is not None and not 0 < target < 1:
     raise ConfigError(

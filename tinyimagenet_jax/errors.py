@@ -15,3 +15,17 @@ class ConfigError(UserError):
 
 class DataError(UserError):
   """Data that cannot be found or read (missing path, offline TFDS, bad file)."""
+
+
+class NonFiniteLossError(UserError):
+  """The loss or gradient norm became NaN or infinite; the message names the step."""
+
+
+class TrainingInterrupted(Exception):
+  """SIGTERM or SIGINT stopped training after a checkpoint was saved; rerun to resume."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    super().__init__(
+        f'stopped by signal {signum} after saving a checkpoint at step {step}; rerun the'
+        f' same command to resume from it ({workdir}).')
+    self.signum = signum

@@ -2,12 +2,19 @@
 
 Per epoch: train over whole batches, evaluate every eval split exactly once,
 append a record to the history, write metrics files, save a checkpoint. A
-rerun on the same workdir resumes from the newest checkpoint.
+rerun on the same workdir resumes from the newest checkpoint; a NaN/Inf loss
+stops the run with the step; SIGTERM/SIGINT save a checkpoint, then stop.
 """
 
 from collections.abc import Callable, Iterator
+import contextlib
 import itertools
+import json
 import os
+import pathlib
+import shutil
+import signal
+import threading
 import time
 
 import jax
@@ -26,12 +33,17 @@ from tinyimagenet_jax.data import batch_ops
 from tinyimagenet_jax.data import pipeline
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data import transforms
-from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from tinyimagenet_jax.state import TrainState, create_train_state
 
 CURVES_PNG = 'curves.png'
 SCHEDULE_PNG = 'schedule.png'
 CONFIG_JSON = 'config.json'
+CHECKPOINTS = 'checkpoints'
+# Config keys that must match the checkpoint's for a resume to continue the same run.
+RESUME_KEYS = ('seed', 'model', 'data.name', 'data.root', 'data.subset_classes',
+               'data.subset_split', 'data.subset_seed', 'data.validation_size', 'batch_size',
+               'steps_per_epoch')
 
 
 def is_finished(history: list[dict], config: ml_collections.ConfigDict) -> bool:
@@ -62,27 +74,70 @@ def evaluate(state: TrainState, eval_step: Callable, batches: Iterator[dict], me
           'top5': totals['top5_hits'] / count, 'count': int(count)}
 
 
-def train_epoch(
-    state: TrainState, train_step: Callable, batches: Iterator[dict], mesh,
-    num_steps: int, progress: tqdm.tqdm | None,
-) -> tuple[TrainState, list[dict]]:
-  """`num_steps` steps; returns the state and each step's metrics on the host.
+def checked(metrics: dict, step: int, last_saved: int | None) -> dict:
+  """`metrics` of `step` as floats; NonFiniteLossError if the loss or gradient blew up."""
+  host = {key: float(value) for key, value in metrics.items()}
+  if not (np.isfinite(host['loss']) and np.isfinite(host['grad_norm'])):
+    kept = (f'the last good checkpoint (step {last_saved}) is kept'
+            if last_saved is not None else 'no checkpoint was saved yet')
+    raise NonFiniteLossError(
+        f"training stopped at step {step}: loss {host['loss']}, gradient norm"
+        f" {host['grad_norm']}; lower --config.optimizer.learning_rate (now"
+        f" {host.get('learning_rate', 'see config')}) or clip with"
+        f' --config.optimizer.clip_global_norm=1.0 ({kept}).')
+  return host
 
-  Metrics are read back one step late, so the host never waits on the step
-  it has just dispatched.
+
+def train_epoch(
+    state: TrainState, train_step: Callable, batches: Iterator[dict], mesh, first_step: int,
+    steps_per_epoch: int, done: list[dict], progress: tqdm.tqdm | None,
+    pause_after: Callable[[int, bool], bool], last_saved: int | None,
+) -> tuple[TrainState, bool]:
+  """Runs the epoch's remaining steps, appending each step's host metrics to `done`.
+
+  Metrics are read back one step late, so the host never waits on the step it
+  has just dispatched. Returns (state, paused): paused when `pause_after(step,
+  is_last_step)` asked to stop early (to save a checkpoint), with `done`
+  complete up to that step.
   """
-  step_metrics = []
-  for index in range(num_steps):
+  pending = None
+  for index in range(len(done), steps_per_epoch):
+    step = first_step + index + 1
     state, metrics = train_step(state, parallel.put_batch(next(batches), mesh))
-    step_metrics.append(metrics)
-    if progress is not None:
-      if index:
-        shown = jax.device_get(step_metrics[index - 1])
-        progress.set_postfix(loss=f"{shown['loss']:.4f}", acc=f"{shown['accuracy']:.4f}",
+    if pending is not None:
+      done.append(checked(jax.device_get(pending), step - 1, last_saved))
+      if progress is not None:
+        progress.set_postfix(loss=f"{done[-1]['loss']:.4f}", acc=f"{done[-1]['accuracy']:.4f}",
                              refresh=False)
+    if progress is not None:
       progress.update()
-  host = jax.device_get(step_metrics)
-  return state, [{key: float(value) for key, value in metrics.items()} for metrics in host]
+    pending = metrics
+    if pause_after(step, index == steps_per_epoch - 1):
+      done.append(checked(jax.device_get(pending), step, last_saved))
+      return state, True
+  if pending is not None:
+    done.append(checked(jax.device_get(pending), first_step + steps_per_epoch, last_saved))
+  return state, False
+
+
+@contextlib.contextmanager
+def stop_requests():
+  """Turns SIGTERM and SIGINT into a list the loop checks after every step.
+
+  Preemption (Colab, TPU VMs, batch schedulers) sends SIGTERM; the loop then
+  saves a checkpoint and stops. Outside the main thread nothing is installed.
+  """
+  requested: list[int] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield requested
+    return
+  previous = {signum: signal.signal(signum, lambda signum, frame: requested.append(signum))
+              for signum in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield requested
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 def train_record(epoch: int, steps_per_epoch: int, batch_size: int, step_metrics: list[dict],
@@ -131,10 +186,50 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     file.write(config.to_json_best_effort(indent=2) + '\n')
 
 
+def check_resumable(saved: dict, config: ml_collections.ConfigDict, workdir: str) -> None:
+  """ConfigError if `config` differs from the checkpoint's where resuming would mix runs."""
+  current = config.to_dict()
+  for key in RESUME_KEYS:
+    section, _, field = key.rpartition('.')
+    was = saved.get(section, {}).get(field) if section else saved.get(field)
+    now = current.get(section, {}).get(field) if section else current.get(field)
+    if json.loads(json.dumps(was)) != json.loads(json.dumps(now)):
+      raise ConfigError(
+          f'config.{key}={now!r} differs from {was!r} in the checkpoint in {workdir}, so'
+          ' resuming would mix two runs; rerun with the old value, use another --workdir,'
+          ' or add --config.restart=True to start this one over.')
+
+
+def start_over(workdir: str) -> None:
+  """Deletes a workdir's checkpoints and metric files (config.restart)."""
+  shutil.rmtree(os.path.join(workdir, CHECKPOINTS), ignore_errors=True)
+  for name in (writers.METRICS_JSONL, writers.METRICS_CSV, writers.STEPS_JSONL, CURVES_PNG,
+               SCHEDULE_PNG):
+    pathlib.Path(workdir, name).unlink(missing_ok=True)
+  shutil.rmtree(os.path.join(workdir, 'tensorboard'), ignore_errors=True)
+
+
+def initialise_from(state: TrainState, path: str) -> TrainState:
+  """`state` with every parameter and batch statistic whose name and shape match
+  those saved in another run's checkpoint (config.init_from)."""
+  saved = checkpoint.load_saved_variables(path)
+  params, taken, total = checkpoint.merge_matching(jax.device_get(state.params), saved['params'])
+  batch_stats, _, _ = checkpoint.merge_matching(jax.device_get(state.batch_stats),
+                                                saved['batch_stats'])
+  tqdm.tqdm.write(f'Initialised {taken} of {total} parameter arrays from {path}.')
+  return state.replace(params=params, batch_stats=batch_stats,
+                       opt_state=state.tx.init(params))
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str
 ) -> tuple[TrainState, list[dict]]:
-  """Trains until a stop rule holds; returns the final state and the history."""
+  """Trains until a stop rule holds; returns the final state and the history.
+
+  Rerunning on the same workdir resumes exactly from the newest checkpoint
+  (saved at each epoch end, every `checkpoint_every_steps`, and on SIGTERM or
+  SIGINT): the same parameters and metrics as a run never interrupted.
+  """
   mesh = parallel.make_mesh()
   config_lib.validate(config, mesh.size)
   splits = sources.load_splits(config.data, config.seed)
@@ -149,52 +244,89 @@ def train_and_evaluate(
                          compute_dtype=config.compute_dtype), mesh)
 
   os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
+  if config.restart:
+    start_over(workdir)
   checkpoints = checkpoint.Checkpoints(
-      os.path.join(workdir, 'checkpoints'), config.max_checkpoints_to_keep)
-  state, history = checkpoints.restore_latest(state) or (state, [])
-  if history:
-    tqdm.tqdm.write(f'Resuming {workdir} from step {int(state.step)} (epoch {len(history)}).')
-
+      os.path.join(workdir, CHECKPOINTS), config.max_checkpoints_to_keep,
+      config.keep_best_checkpoints, config.best_metric, config.best_mode)
+  saved_config = checkpoints.saved_config()
+  if saved_config is not None:
+    check_resumable(saved_config, config, workdir)
+  _write_config(config, workdir)
   stream = pipeline.iterate(
       pipeline.train_dataset(splits.train, train_transform, config.batch_size, config.seed,
                              batch_ops.make_batch_transform(config)),
-      config.data, start=int(jax.device_get(state.step)))
-  first_batch = next(stream)
-  batches = itertools.chain([first_batch], stream)
-  start = time.perf_counter()
-  train_step = parallel.compile_train_step(mesh, state, first_batch)
-  tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s'
-                  f' for {mesh.size} device(s).')
+      config.data)
+  restored = checkpoints.restore_latest(state, stream)
+  if restored is not None:
+    state, progress = restored
+    tqdm.tqdm.write(f'Resuming {workdir} from step {int(state.step)}'
+                    f' (epoch {len(progress.history)}, {len(progress.epoch_steps)} steps into'
+                    ' the next).')
+  else:
+    progress = checkpoint.Progress()
+    if config.init_from:
+      state = parallel.put_replicated(initialise_from(state, config.init_from), mesh)
+
   eval_step = parallel.jit_eval_step(mesh)
   eval_sets = {name: pipeline.eval_dataset(source, eval_transform, config.eval_batch_size)
                for name, source in splits.evals.items()}
   writer = writers.MetricWriter(workdir)
+  history = progress.history
   writers.write_history_files(workdir, history)
-  writers.truncate_steps(workdir, int(jax.device_get(state.step)))
+  writers.truncate_steps(workdir, len(history) * steps_per_epoch)
+  last_saved = checkpoints.latest_step()
+  bar = None
   try:
-    while not is_finished(history, config):
-      epoch = len(history) + 1
-      progress = (tqdm.tqdm(total=steps_per_epoch, desc=f'epoch {epoch}/{config.num_epochs}',
-                            unit='step', dynamic_ncols=True)
-                  if config.progress_bar else None)
-      start = time.perf_counter()
-      state, step_metrics = train_epoch(
-          state, train_step, batches, mesh, steps_per_epoch, progress)
-      seconds = time.perf_counter() - start
-      if progress is not None:
-        progress.close()
-      writer.write_steps((epoch - 1) * steps_per_epoch + 1, step_metrics)
-      record = train_record(epoch, steps_per_epoch, config.batch_size, step_metrics, seconds)
-      for name, dataset in eval_sets.items():
-        result = evaluate(state, eval_step, pipeline.iterate(dataset, config.data), mesh)
-        record.update(eval_record(name, result))
-      history.append(record)
-      writer.write(history)
-      if epoch % config.checkpoint_every_epochs == 0 or is_finished(history, config):
-        checkpoints.save(state, history)
-      tqdm.tqdm.write(summarize(record))
+    first_batch = next(stream)
+    batches = itertools.chain([first_batch], stream)
+    start = time.perf_counter()
+    train_step = parallel.compile_train_step(mesh, state, first_batch)
+    tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s'
+                    f' for {mesh.size} device(s).')
+    with stop_requests() as requested:
+
+      def pause_after(step: int, is_last_step: bool) -> bool:
+        every = config.checkpoint_every_steps
+        return bool(requested) or bool(every and step % every == 0 and not is_last_step)
+
+      while not is_finished(history, config):
+        epoch = len(history) + 1
+        bar = (tqdm.tqdm(total=steps_per_epoch, initial=len(progress.epoch_steps),
+                         desc=f'epoch {epoch}/{config.num_epochs}', unit='step',
+                         dynamic_ncols=True)
+               if config.progress_bar else None)
+        start = time.perf_counter() - progress.epoch_seconds
+        first_step = (epoch - 1) * steps_per_epoch
+        while True:
+          state, paused = train_epoch(state, train_step, batches, mesh, first_step,
+                                      steps_per_epoch, progress.epoch_steps, bar, pause_after,
+                                      last_saved)
+          progress.epoch_seconds = time.perf_counter() - start
+          if not paused:
+            break
+          checkpoints.save(state, stream, progress, config)
+          last_saved = first_step + len(progress.epoch_steps)
+          if requested:
+            raise TrainingInterrupted(requested[0], last_saved, workdir)
+        if bar is not None:
+          bar.close()
+        writer.write_steps(first_step + 1, progress.epoch_steps)
+        record = train_record(epoch, steps_per_epoch, config.batch_size, progress.epoch_steps,
+                              progress.epoch_seconds)
+        for name, dataset in eval_sets.items():
+          result = evaluate(state, eval_step, pipeline.iterate(dataset, config.data), mesh)
+          record.update(eval_record(name, result))
+        history.append(record)
+        progress = checkpoint.Progress(history)
+        writer.write(history)
+        checkpoints.save(state, stream, progress, config,
+                         metrics={k: v for k, v in record.items() if isinstance(v, float)})
+        last_saved = record['step']
+        tqdm.tqdm.write(summarize(record))
   finally:
+    if bar is not None:
+      bar.close()
     stream.close()
     writer.close()
     checkpoints.close()

@@ -58,7 +58,12 @@ def eval_dataset(source: Sequence, transform: Callable, batch_size: int) -> grai
 def iterate(
     dataset: grain.MapDataset, data: ml_collections.ConfigDict, start: int = 0
 ) -> Iterator[dict]:
-  """Reads `dataset` from element `start` with threads (and worker processes)."""
+  """Reads `dataset` from element `start` with threads (and worker processes).
+
+  An exception raised by a source or transform (such as the DataError of an
+  unreadable image) comes out of `next` as itself: grain re-raises it from its
+  threads, and from its worker processes after pickling, adding only a note.
+  """
   stream = dataset[start:].to_iter_dataset(
       grain.ReadOptions(num_threads=data.num_threads,
                         prefetch_buffer_size=data.prefetch_batches))

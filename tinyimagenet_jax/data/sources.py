@@ -2,14 +2,18 @@
 
 Every source is a grain-compatible sequence (`__len__`, `__getitem__`) whose
 records are `{'image': uint8 HxWxC, 'label': int}`, plus `class_names`. Sources
-are plain picklable objects so grain worker processes can use them.
+are plain picklable objects so grain worker processes can use them. An image
+file that cannot be read is a one-line DataError naming it, or, with
+`data.skip_corrupt`, left out when the folder is listed, logged and recorded.
 """
 
 from collections.abc import Callable, Sequence
 import dataclasses
 import importlib.util
+import os
 import pathlib
 
+from absl import logging
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -53,19 +57,72 @@ class SubsetSource:
     return self.parent[int(self.indices[index])]
 
 
-def decode_image(path: str) -> np.ndarray:
-  """Reads an image file as uint8 RGB (greyscale and palette images converted)."""
+UNREADABLE_FIX = ('remove or replace it, or set --config.data.skip_corrupt=True to skip'
+                  ' unreadable images')
+# What PIL raises for a file it cannot parse or decode (UnidentifiedImageError and
+# truncation are OSErrors; some broken PNGs are SyntaxErrors).
+PIL_ERRORS = (OSError, SyntaxError, ValueError)
+
+
+def _pil_reason(error: BaseException, path: str) -> str:
+  """PIL's one-line reason, without the path that some of its messages repeat."""
+  return _first_line(error).replace(f' {path!r}', '')
+
+
+def _decode(path: str) -> np.ndarray:
+  """The image at `path` as uint8 RGB; PIL's own error if it cannot."""
   with Image.open(path) as image:
     return np.asarray(image.convert('RGB'))
 
 
+def decode_image(path: str) -> np.ndarray:
+  """Reads an image file as uint8 RGB (greyscale and palette images converted).
+
+  A file PIL cannot read is a DataError naming it, one line that reaches the
+  user unchanged from a grain reader thread or worker process.
+  """
+  try:
+    return _decode(path)
+  except PIL_ERRORS as error:
+    raise DataError(f'{path!r} is not a readable image ({_pil_reason(error, path)});'
+                    f' {UNREADABLE_FIX}.') from error
+
+
+def _ends_with_jpeg_eoi(path: str) -> bool:
+  """Whether the file ends with the JPEG end-of-image marker (truncated ones do not)."""
+  with open(path, 'rb') as file:
+    file.seek(-2, os.SEEK_END)
+    return file.read(2) == b'\xff\xd9'
+
+
+def unreadable_reason(path: str) -> str | None:
+  """Why PIL cannot read `path`, or None if it can.
+
+  `verify()` checks the header (and a PNG's checksums) without decoding; it
+  does nothing more for a JPEG, so one missing its end marker is decoded too.
+  """
+  try:
+    with Image.open(path) as image:
+      is_jpeg = image.format == 'JPEG'
+      image.verify()
+    if is_jpeg and not _ends_with_jpeg_eoi(path):
+      _decode(path)
+  except PIL_ERRORS as error:
+    return _pil_reason(error, path)
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageFolderSource:
-  """`<root>/<split>/<class>/*.{jpg,jpeg,png}`; classes sorted by folder name."""
+  """`<root>/<split>/<class>/*.{jpg,jpeg,png}`; classes sorted by folder name.
+
+  `skipped` lists the files left out as unreadable (skip_corrupt), else ().
+  """
 
   paths: tuple[str, ...]
   labels: np.ndarray
   class_names: tuple[str, ...]
+  skipped: tuple[str, ...] = ()
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -75,8 +132,30 @@ class ImageFolderSource:
             'label': int(self.labels[index])}
 
 
-def image_folder(root: str, split: str) -> ImageFolderSource:
-  """Lists `<root>/<split>` once, in sorted order, so indices are stable."""
+def _drop_unreadable(paths: list[str], labels: list[int], folder: pathlib.Path
+                     ) -> tuple[list[str], list[int], tuple[str, ...]]:
+  """(readable paths, their labels, unreadable paths); logs each unreadable one and the count."""
+  kept, kept_labels, skipped = [], [], []
+  for path, label in zip(paths, labels):
+    reason = unreadable_reason(path)
+    if reason is None:
+      kept.append(path)
+      kept_labels.append(label)
+    else:
+      logging.warning('Skipping unreadable image %r (%s).', path, reason)
+      skipped.append(path)
+  if skipped:
+    logging.warning('Skipped %d unreadable image(s) of %d in %s.', len(skipped), len(paths),
+                    folder)
+  return kept, kept_labels, tuple(skipped)
+
+
+def image_folder(root: str, split: str, skip_corrupt: bool = False) -> ImageFolderSource:
+  """Lists `<root>/<split>` once, in sorted order, so indices are stable.
+
+  With `skip_corrupt`, every file is checked once here and the unreadable ones
+  are dropped, logged and listed in the source's `skipped`.
+  """
   split_dir = pathlib.Path(root).expanduser() / split
   if not split_dir.is_dir():
     raise DataError(
@@ -96,9 +175,16 @@ def image_folder(root: str, split: str) -> ImageFolderSource:
         f'image folder {str(split_dir)!r} holds no .jpg/.jpeg/.png files in'
         ' class subfolders; expected <split>/<class>/<image>.'
     )
+  skipped = ()
+  if skip_corrupt:
+    paths, labels, skipped = _drop_unreadable(paths, labels, split_dir)
+    if not paths:
+      raise DataError(
+          f'image folder {str(split_dir)!r} holds no readable image (all'
+          f' {len(skipped)} are unreadable); replace them with images.')
   return ImageFolderSource(
       tuple(paths), np.asarray(labels, np.int32),
-      tuple(d.name for d in class_dirs))
+      tuple(d.name for d in class_dirs), skipped)
 
 
 DIGITS_TEST_SIZE = 360  # 20% of scikit-learn's 1,797 digits
@@ -239,7 +325,7 @@ SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], Sequence]] = {
     'stl10': _tfds('stl10'),
     'mnist': _tfds('mnist'),
     'tiny_imagenet': tiny_imagenet,
-    'image_folder': lambda data, split: image_folder(data.root, split),
+    'image_folder': lambda data, split: image_folder(data.root, split, data.skip_corrupt),
     'digits': lambda data, split: digits(split),
 }
 
@@ -290,10 +376,15 @@ class Splits:
 
 
 def load_splits(data: ml_collections.ConfigDict, seed: int) -> Splits:
-  """Train and eval sources from `data`; 'val' is carved from train if asked."""
+  """Train and eval sources from `data`; 'val' is carved from train if asked.
+
+  The eval split is opened first, so a wrong one (such as the unlabelled full
+  Tiny ImageNet 'test') fails before the training data is prepared or checked.
+  """
+  test = load(data, data.eval_split)
   train = load(data, data.train_split)
   evals = {}
   if data.validation_size:
     train, evals['val'] = split_off_validation(train, data.validation_size, seed)
-  evals['test'] = load(data, data.eval_split)
+  evals['test'] = test
   return Splits(train, evals)

@@ -1,0 +1,254 @@
+"""Nothing lost: kills, preemption, device-count changes, NaNs and config changes."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tinyimagenet_jax import checkpoint, train, writers
+from tinyimagenet_jax.errors import ConfigError, NonFiniteLossError
+
+from helpers import REPO, run_python
+
+TIMING = ('seconds', 'images_per_second')
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+  return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
+
+
+def final_params(workdir) -> dict:
+  """The parameters of a run's newest checkpoint, as numpy arrays."""
+  return checkpoint.load_saved_variables(str(workdir))['params']
+
+
+def assert_same_run(workdir, reference) -> None:
+  """Bitwise-equal final parameters, metric history and per-step log."""
+  jax.tree.map(np.testing.assert_array_equal, final_params(workdir), final_params(reference))
+  assert without_timing(writers.read_history(str(workdir))) == without_timing(
+      writers.read_history(str(reference)))
+  assert writers.read_steps(str(workdir)) == writers.read_steps(str(reference))
+
+
+LAUNCH_ARGS = ('--config=configs/quickstart.py', '--config.num_epochs=4',
+               '--config.progress_bar=False', '--config.checkpoint_every_steps=7')
+
+
+def launch(workdir, *extra: str) -> subprocess.Popen:
+  return subprocess.Popen([sys.executable, 'launch.py', *LAUNCH_ARGS, f'--workdir={workdir}',
+                           *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """The quickstart config for 4 epochs, never interrupted."""
+  workdir = tmp_path_factory.mktemp('reference')
+  process = launch(workdir)
+  _, err = process.communicate(timeout=600)
+  assert process.returncode == 0, err[-3000:]
+  return workdir
+
+
+def saved_steps(workdir) -> set[int]:
+  """The step folders in a run's checkpoints folder (complete ones only)."""
+  folder = workdir / 'checkpoints'
+  return {int(p.name) for p in folder.iterdir() if p.name.isdigit()} if folder.is_dir() else set()
+
+
+def kill_after_a_new_checkpoint(process: subprocess.Popen, workdir, delay: float) -> bool:
+  """Waits until the run saves a checkpoint it did not have, then `delay` s, then kill -9.
+
+  Returns False if the run finished first (nothing left to interrupt).
+  """
+  before = saved_steps(workdir)
+  while not saved_steps(workdir) - before:
+    if process.poll() is not None:
+      return False
+    time.sleep(0.05)
+  time.sleep(delay)
+  if process.poll() is not None:
+    return False
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  return True
+
+
+def interrupt_three_times(workdir, rng: random.Random, max_delay: float, *extra: str) -> int:
+  """Kills the run three times at random points after fresh checkpoints, then lets it
+  finish; returns how many kills landed before it was done."""
+  kills = 0
+  while kills < 3:
+    process = launch(workdir, *extra)
+    if not kill_after_a_new_checkpoint(process, workdir, rng.uniform(0, max_delay)):
+      break
+    kills += 1
+  else:
+    process = launch(workdir, *extra)
+  _, err = process.communicate(timeout=600)
+  assert process.returncode == 0, err[-3000:]
+  return kills
+
+
+def test_kill_9_at_random_points_then_rerun_matches_the_uninterrupted_run(reference, tmp_path):
+  assert interrupt_three_times(tmp_path, random.Random(0), 1.5) == 3
+  assert_same_run(tmp_path, reference)
+
+
+def test_kills_during_saves_leave_a_restorable_checkpoint(reference, tmp_path):
+  """Saving every step keeps a save in flight most of the time; kill -9 lands in them."""
+  assert interrupt_three_times(tmp_path, random.Random(1), 0.3,
+                                '--config.checkpoint_every_steps=1') == 3
+  assert_same_run(tmp_path, reference)
+
+
+def test_an_unfinished_save_is_ignored(reference, tmp_path, digits_config):
+  digits_config.num_epochs = 1
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  broken = tmp_path / 'checkpoints' / '30.orbax-checkpoint-tmp-123'
+  (broken / 'state').mkdir(parents=True)
+  (broken / 'state' / 'garbage').write_bytes(b'\x00' * 100)
+  digits_config.num_epochs = 2
+  state, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert len(history) == 2 and int(state.step) == 44
+
+
+def test_sigterm_saves_then_stops_and_a_rerun_matches(reference, tmp_path):
+  process = launch(tmp_path, '--config.checkpoint_every_steps=0')
+  while not saved_steps(tmp_path):  # the first epoch's checkpoint: training is under way
+    assert process.poll() is None, process.stderr.read()[-3000:]
+    time.sleep(0.05)
+  time.sleep(0.3)
+  process.send_signal(signal.SIGTERM)
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+  last = err.strip().splitlines()[-1]
+  assert last.startswith(f'stopped by signal {signal.SIGTERM} after saving a checkpoint at step')
+  step = int(last.split('at step ')[1].split(';')[0])
+  assert step % 22 and step in saved_steps(tmp_path)  # a save in mid-epoch
+  process = launch(tmp_path)
+  assert process.wait(timeout=600) == 0
+  assert_same_run(tmp_path, reference)
+
+
+def test_same_config_and_seed_give_identical_metrics(digits_config, tmp_path):
+  for name in ('a', 'b'):
+    train.train_and_evaluate(digits_config, str(tmp_path / name))
+  assert without_timing(writers.read_history(str(tmp_path / 'a'))) == without_timing(
+      writers.read_history(str(tmp_path / 'b')))
+  assert writers.read_steps(str(tmp_path / 'a')) == writers.read_steps(str(tmp_path / 'b'))
+
+
+TRAIN_ON_DEVICES = '''
+import json, sys
+import jax
+jax.config.update('jax_num_cpu_devices', int(sys.argv[3]))
+from absl import flags
+flags.FLAGS.mark_as_parsed()
+from tinyimagenet_jax import config as config_lib, train
+config = config_lib.base_config()
+config.update_from_flattened_dict(json.loads(sys.argv[1]))
+train.train_and_evaluate(config, sys.argv[2])
+'''
+
+
+def flat(config) -> dict:
+  """A ConfigDict as {'section.field': value} for update_from_flattened_dict."""
+  out = {}
+  for key, value in config.to_dict().items():
+    if isinstance(value, dict):
+      out.update({f'{key}.{field}': v for field, v in value.items()})
+    else:
+      out[key] = value
+  return out
+
+
+@pytest.mark.parametrize('first, second', [(8, 1), (1, 8)])
+def test_checkpoint_moves_between_device_counts(digits_config, tmp_path, first, second):
+  digits_config.num_epochs = 2
+  train.train_and_evaluate(digits_config, str(tmp_path / 'reference'))
+  digits_config.num_epochs = 1
+  for devices, epochs in ((first, 1), (second, 2)):
+    digits_config.num_epochs = epochs
+    result = run_python(TRAIN_ON_DEVICES, json.dumps(flat(digits_config)),
+                        str(tmp_path / 'moved'), str(devices))
+    assert result.returncode == 0, result.stderr[-3000:]
+  moved = writers.read_history(str(tmp_path / 'moved'))
+  reference = writers.read_history(str(tmp_path / 'reference'))
+  for key in ('train_loss', 'train_accuracy', 'test_loss', 'test_top1'):
+    np.testing.assert_allclose([r[key] for r in moved], [r[key] for r in reference],
+                               rtol=1e-4, atol=1e-5, err_msg=key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
+               final_params(tmp_path / 'moved'), final_params(tmp_path / 'reference'))
+
+
+def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(digits_config, tmp_path):
+  digits_config.num_epochs = 1
+  good_state, _ = train.train_and_evaluate(digits_config, str(tmp_path))
+  digits_config.num_epochs = 2
+  digits_config.optimizer.learning_rate = 1e6
+  with pytest.raises(NonFiniteLossError) as error:
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  message = str(error.value)
+  assert message.startswith('training stopped at step 2')
+  assert 'lower --config.optimizer.learning_rate (now 1000000.0)' in message
+  assert 'the last good checkpoint (step 22) is kept' in message and '\n' not in message
+  restored = checkpoint.load_saved_variables(str(tmp_path))['params']
+  jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(good_state.params))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored))
+
+
+def test_a_changed_config_is_refused_and_restart_starts_over(digits_config, tmp_path):
+  digits_config.num_epochs = 1
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  digits_config.batch_size = 32
+  with pytest.raises(ConfigError) as error:
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  assert str(error.value) == (
+      f'config.batch_size=32 differs from 64 in the checkpoint in {tmp_path}, so resuming would'
+      ' mix two runs; rerun with the old value, use another --workdir, or add'
+      ' --config.restart=True to start this one over.')
+  digits_config.restart = True
+  state, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  assert len(history) == 1 and int(state.step) == 1437 // 32
+
+
+def test_init_from_loads_matching_weights(digits_config, tmp_path):
+  digits_config.num_epochs = 2
+  _, source = train.train_and_evaluate(digits_config, str(tmp_path / 'source'))
+  digits_config.num_epochs = 1
+  digits_config.optimizer.learning_rate = 1e-12
+  digits_config.optimizer.momentum = 0.0
+  digits_config.init_from = str(tmp_path / 'source')
+  _, history = train.train_and_evaluate(digits_config, str(tmp_path / 'target'))
+  assert history[0]['test_top1'] == pytest.approx(source[-1]['test_top1'])
+  assert history[0]['test_loss'] == pytest.approx(source[-1]['test_loss'], rel=1e-4)
+
+
+def test_merge_matching_keeps_a_new_head():
+  target = {'conv': {'kernel': np.zeros((3, 3, 1, 4))}, 'head': {'kernel': np.zeros((4, 5))}}
+  source = {'conv': {'kernel': np.ones((3, 3, 1, 4))}, 'head': {'kernel': np.ones((4, 100))}}
+  merged, taken, total = checkpoint.merge_matching(target, source)
+  assert (taken, total) == (1, 2)
+  assert float(merged['conv']['kernel'].sum()) == 36 and float(merged['head']['kernel'].sum()) == 0
+
+
+def test_best_checkpoints_are_kept_besides_the_latest(digits_config, tmp_path):
+  digits_config.num_epochs = 4
+  digits_config.max_checkpoints_to_keep = 1
+  digits_config.keep_best_checkpoints = 1
+  digits_config.best_metric = 'test_loss'
+  digits_config.best_mode = 'max'  # the worst epoch: an early one, so not the latest
+  _, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  best = max(history, key=lambda r: r['test_loss'])['step']
+  kept = checkpoint.Checkpoints(str(tmp_path / 'checkpoints'), 1).all_steps()
+  assert best != history[-1]['step']
+  assert kept == [best, history[-1]['step']]
