@@ -35,24 +35,27 @@ def constant_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
   return optax.constant_schedule(opt.learning_rate)
 
 
+def _decay(opt: ml_collections.ConfigDict, steps_per_epoch: int,
+           staircase: bool) -> optax.Schedule:
+  """Times `decay_rate` per `decay_every_epochs`: in jumps, or smoothly every step."""
+  return optax.exponential_decay(
+      opt.learning_rate,
+      transition_steps=epochs_to_steps(opt.decay_every_epochs, steps_per_epoch),
+      decay_rate=opt.decay_rate, staircase=staircase)
+
+
 def step_decay_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
                         total_steps: int) -> optax.Schedule:
   """Multiplies the rate by `decay_rate` every `decay_every_epochs` epochs."""
   del total_steps
-  return optax.exponential_decay(
-      opt.learning_rate,
-      transition_steps=epochs_to_steps(opt.decay_every_epochs, steps_per_epoch),
-      decay_rate=opt.decay_rate, staircase=True)
+  return _decay(opt, steps_per_epoch, staircase=True)
 
 
 def exponential_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
                          total_steps: int) -> optax.Schedule:
   """Smooth decay: times `decay_rate` per `decay_every_epochs`, every step."""
   del total_steps
-  return optax.exponential_decay(
-      opt.learning_rate,
-      transition_steps=epochs_to_steps(opt.decay_every_epochs, steps_per_epoch),
-      decay_rate=opt.decay_rate)
+  return _decay(opt, steps_per_epoch, staircase=False)
 
 
 def cosine_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
