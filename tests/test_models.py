@@ -134,6 +134,7 @@ VGG16_REPORT_TABLE = [
      conv(11, 3, 96) + conv(5, 96, 256) + conv(3, 256, 384) + conv(3, 384, 384)
      + conv(3, 384, 256) + dense(6 * 6 * 256, 4096) + dense(4096, 4096) + dense(4096, 200)),
     ('resnet18', (64, 64, 3), 200, {}, RESNET18_200),
+    ('resnet18', (224, 224, 3), 1000, {'stem': 'imagenet'}, 11_689_512),  # torchvision's
     ('resnet_cnn', (64, 64, 3), 200, {},
      conv(3, 3, 64, False) + bn(64) + basic_block(64, 64) + basic_block(64, 128)
      + dense(128, 200)),
@@ -246,6 +247,21 @@ def test_resnet18_projects_only_where_a_stage_starts():
   _, variables = init_shapes('resnet18', (64, 64, 3), 200)
   projected = sorted(name for name, block in variables['params'].items() if 'proj_conv' in block)
   assert projected == ['stage2_block1', 'stage3_block1', 'stage4_block1']
+
+
+def test_imagenet_stem_quarters_the_resolution_before_the_first_stage():
+  model, variables = init_shapes('resnet18', (64, 64, 3), 200, stem='imagenet')
+  assert variables['params']['stem_conv']['kernel'].shape == (7, 7, 3, 64)
+  _, state = jax.eval_shape(
+      lambda v: model.apply(v, jnp.ones((2, 64, 64, 3)), capture_intermediates=True), variables)
+  stage1 = state['intermediates']['stage1_block1']['__call__'][0]
+  assert stage1.shape == (2, 16, 16, 64)
+
+
+def test_unknown_resnet_stem_names_the_valid_ones():
+  with pytest.raises(ConfigError, match=r"config.model.stem='cifar' is not a valid choice; "
+                                        r'choose one of: imagenet, small'):
+    init_shapes('resnet18', (32, 32, 3), stem='cifar')
 
 
 def test_activation_changes_the_function():

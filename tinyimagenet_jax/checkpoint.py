@@ -27,7 +27,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from tinyimagenet_jax.errors import DataError
-from tinyimagenet_jax.state import TrainState
+from tinyimagenet_jax.models import pretrained
+from tinyimagenet_jax.state import TrainState, step_of
 
 
 @dataclasses.dataclass
@@ -75,7 +76,7 @@ class Checkpoints:
     `metrics` (an epoch's eval results) rank the checkpoint for keep_best.
     """
     self._manager.save(
-        int(jax.device_get(state.step)),
+        step_of(state),
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(data),
@@ -107,6 +108,15 @@ class Checkpoints:
             progress=ocp.args.JsonRestore()))
     return restored.state, Progress(**restored.progress)
 
+  def restore_state(self, like: TrainState) -> TrainState:
+    """The newest saved state, shaped and sharded like `like` (for evaluation)."""
+    step = self.latest_step()
+    if step is None:
+      raise DataError(f'no checkpoint in {self.directory}; train first (--config.mode=train).')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract))).state
+
   def wait_until_finished(self) -> None:
     """Blocks until a save in flight is complete on disk."""
     self._manager.wait_until_finished()
@@ -128,7 +138,8 @@ def state_directory(path: str) -> pathlib.Path:
   if not steps:
     raise DataError(
         f'config.init_from={str(path)!r} holds no checkpoint; give a run\'s workdir, its'
-        ' checkpoints folder or one <step> folder in it.')
+        ' checkpoints folder, one <step> folder in it, or a Keras VGG16 .h5 or torchvision'
+        ' ResNet-18 .pth file.')
   return steps_dir / str(steps[0]) / 'state'
 
 
@@ -136,7 +147,11 @@ def load_saved_variables(path: str) -> dict:
   """The params and batch_stats saved in another run's checkpoint, as numpy arrays.
 
   Read as host arrays, whatever devices wrote them, so any mesh can use them.
+  A Keras VGG16 `.h5` or torchvision ResNet-18 `.pt`/`.pth` file is read by
+  models/pretrained.py into the same form.
   """
+  if pretrained.is_pretrained_file(path):
+    return pretrained.load_pretrained(path)
   directory = state_directory(path)
   checkpointer = ocp.PyTreeCheckpointer()
   as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),

@@ -7,6 +7,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -49,3 +50,8 @@ def create_train_state(
       label_smoothing=label_smoothing,
       compute_dtype=compute_dtype,
   )
+
+
+def step_of(state: TrainState) -> int:
+  """The step count of a state, or of stacked members (all at the same step)."""
+  return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])

@@ -5,7 +5,11 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.models import layers
+
+# Stem conv (kernel size, stride) by `ResNet.stem`.
+STEMS = {'small': (3, 1), 'imagenet': (7, 2)}
 
 
 class BasicBlock(nn.Module):
@@ -32,23 +36,33 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-  """3x3 stride-1 stem conv + BN + ReLU, stages of basic blocks, global average pool, FC.
+  """A stem (conv + BN + ReLU), stages of basic blocks, global average pool, FC.
 
-  No 7x7 stride-2 stem and no max pool: the form used for 32x32 and 64x64
-  images. Stage i has `stage_sizes[i]` blocks of `widths[i]` channels; every
-  stage after the first halves the resolution in its first block. Defaults:
-  ResNet-18 (2, 2, 2, 2 blocks of 64, 128, 256, 512), 11,271,432 parameters
-  with 200 classes.
+  `stem='small'` (default): a 3x3 stride-1 conv, no max pool, the form used
+  for 32x32 and 64x64 images. `stem='imagenet'`: torchvision's 7x7 stride-2
+  conv then a 3x3 stride-2 max pool, so torchvision weights compute the same
+  function (models/pretrained.py). Stage i has `stage_sizes[i]` blocks of
+  `widths[i]` channels; every stage after the first halves the resolution in
+  its first block. Defaults: ResNet-18 (2, 2, 2, 2 blocks of 64, 128, 256,
+  512), 11,271,432 parameters with 200 classes.
   """
 
   num_classes: int
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   widths: Sequence[int] = (64, 128, 256, 512)
+  stem: str = 'small'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
-    x = nn.Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name='stem_conv')(x)
+    if self.stem not in STEMS:
+      raise ConfigError(f'config.model.stem={self.stem!r} is not a valid choice; choose one'
+                        ' of: ' + ', '.join(sorted(STEMS)))
+    kernel, stride = STEMS[self.stem]
+    x = nn.Conv(self.widths[0], (kernel, kernel), (stride, stride), padding=kernel // 2,
+                use_bias=False, name='stem_conv')(x)
     x = nn.relu(layers.batch_norm(train, name='stem_bn')(x))
+    if self.stem == 'imagenet':
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
