@@ -1,1 +1,1 @@
-"""Analysis of trained models and runs: curves, and later per-class metrics."""
+"""Analysis of trained models and runs: curves, tables, per-class metrics, ensembles, filters, t-SNE."""
