@@ -8,6 +8,7 @@ import pytest
 
 from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax import optim
+from tinyimagenet_jax.errors import ConfigError
 
 
 def optimizer_config(**fields):
@@ -239,3 +240,104 @@ def test_weight_decay_is_added_after_clipping_as_pytorch_does():
                                               clip_global_norm=1.0), 10, 1)
   updates, _ = tx.update(jnp.array([0.0, 3.0, 4.0]), tx.init(params), params)
   np.testing.assert_allclose(updates, [-1.0, -0.6, -0.8], rtol=1e-6)
+
+
+def vgg_like_params():
+  """A tiny VGG16-named tree; one frozen entry is -0.0, which p + 0.0 would turn into +0.0."""
+  return {'block1_conv1': {'kernel': jnp.array([[1.0, -0.0], [0.5, 2.0]]), 'bias': jnp.ones(2)},
+          'block2_conv1': {'kernel': jnp.full((2, 2), -1.5), 'bias': jnp.zeros(2)},
+          'predictions': {'kernel': jnp.ones((2, 3)), 'bias': jnp.zeros(3)}}
+
+
+def freeze_trace(steps: int, steps_per_epoch: int, **fields) -> list[dict]:
+  """Parameters after each of `steps` jitted updates with random gradients."""
+  params = vgg_like_params()
+  tx = optim.build_optimizer(optimizer_config(**fields), steps_per_epoch, 10)
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  trace = []
+  for key in jax.random.split(jax.random.key(0), steps):
+    grads = jax.tree.map(lambda p, k=key: jax.random.normal(k, p.shape), params)
+    params, state = step(params, state, grads)
+    trace.append(jax.device_get(params))
+  return trace
+
+
+def bitwise_equal(tree, other) -> bool:
+  return all(np.asarray(a).tobytes() == np.asarray(b).tobytes()
+             for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(other)))
+
+
+@pytest.mark.parametrize('fields', [
+    dict(momentum=0.9, nesterov=True, weight_decay=0.1, l2=0.01),
+    dict(name='adamw', weight_decay=0.1),
+])
+def test_frozen_params_stay_bitwise_unchanged_until_their_epoch(fields):
+  initial = vgg_like_params()
+  trace = freeze_trace(8, steps_per_epoch=2, learning_rate=0.1,
+                       freeze=('block1@inf', 'block2@2'), **fields)
+  for params in trace:
+    assert bitwise_equal(params['block1_conv1'], initial['block1_conv1'])
+  for params in trace[:4]:  # epochs 0 and 1: steps 0-3
+    assert bitwise_equal(params['block2_conv1'], initial['block2_conv1'])
+  for params in trace[4:]:  # from epoch 2 on (step 4) it trains
+    assert not np.any(params['block2_conv1']['kernel'] == trace[3]['block2_conv1']['kernel'])
+  assert not np.any(trace[0]['predictions']['kernel'] == initial['predictions']['kernel'])
+
+
+def test_freeze_counts_its_own_steps_and_keeps_the_logged_hyperparams():
+  params = vgg_like_params()
+  opt = optimizer_config(learning_rate=0.1, momentum=0.9, freeze=('block2@1',))
+  tx = optim.build_optimizer(opt, 3, 10)
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  for _ in range(3):
+    updates, state = tx.update(grads, state, params)
+  assert isinstance(state[-1], optim.FreezeState) and int(state[-1].count) == 3
+  assert float(jnp.abs(updates['block2_conv1']['kernel']).max()) == 0.0
+  updates, state = tx.update(grads, state, params)
+  assert float(jnp.abs(updates['block2_conv1']['kernel']).min()) > 0.0
+  assert optim.current_hyperparams(state) == {'learning_rate': 0.1, 'momentum': 0.9}
+
+
+def test_no_freeze_leaves_the_chain_as_it_was():
+  params = vgg_like_params()
+  opt = optimizer_config(momentum=0.9, weight_decay=0.1)
+  core = optim.sgd(opt, optim.build_schedule(opt, 10, 1), None)
+  before = optax.chain(*optim.regularisation(opt), core).init(params)
+  assert jax.tree.structure(optim.build_optimizer(opt, 10, 1).init(params)) == (
+      jax.tree.structure(before))
+  opt.freeze = ('block1@inf',)
+  frozen = optim.build_optimizer(opt, 10, 1).init(params)
+  assert jax.tree.structure(frozen[:-1]) == jax.tree.structure(before)
+
+
+def test_unknown_freeze_prefix_gives_a_one_line_error():
+  tx = optim.build_optimizer(optimizer_config(freeze=('block5@3',)), 10, 1)
+  with pytest.raises(ConfigError) as error:
+    tx.init(vgg_like_params())
+  assert str(error.value) == (
+      "config.optimizer.freeze entry 'block5@3' matches no parameter; parameter paths start"
+      ' with one of: block1_conv1, block2_conv1, predictions.')
+
+
+@pytest.mark.parametrize('entry', ['block5', 'block5@x', '@3', 'block5@-1', 'block5@2.5'])
+def test_malformed_freeze_entry_is_refused_by_validate(entry):
+  config = config_lib.base_config()
+  config.optimizer.freeze = ('block4@6', entry)
+  with pytest.raises(ConfigError) as error:
+    config_lib.validate(config, num_devices=1)
+  assert str(error.value) == (
+      f"config.optimizer.freeze entry {entry!r} must be '<param path prefix>@<epoch>' with a"
+      " whole number of epochs or inf, e.g. 'block5@3' or 'block1@inf'.")
+
+
+def test_the_reports_freeze_schedule_is_valid():
+  config = config_lib.base_config()
+  config.optimizer.freeze = ('block1@inf', 'block2@inf', 'block3@inf', 'block4@6', 'block5@3')
+  config_lib.validate(config, num_devices=1)

@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.skip_corrupt = False
   c.data.train_split = 'train'
   c.data.eval_split = 'test'
+  # Keep only these classes (names as the source gives them), relabelled 0..K-1 in
+  # this order, e.g. ('car', 'deer', 'horse', 'monkey', 'truck'); () = all classes.
+  c.data.classes = ()
   # Carved from the train split with a seeded permutation: a count (>= 1) or a
   # fraction in (0, 1); 0 means no validation split.
   c.data.validation_size = 0.0
@@ -100,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.0  # PyTorch-style; decoupled for adamw
   c.optimizer.clip_global_norm = 0.0  # 0 = off
   c.optimizer.clip_value = 0.0  # 0 = off
+  # Layer-wise fine-tuning: '<param path prefix>@<epoch>' entries; parameters whose
+  # path ('block5_conv1/kernel') starts with the prefix get zero updates before that
+  # many completed epochs ('inf': the whole run), e.g. ('block4@6', 'block5@3').
+  c.optimizer.freeze = ()
 
   c.label_smoothing = 0.0
   c.compute_dtype = 'float32'  # 'bfloat16': mixed precision (float32 params)
@@ -119,6 +126,36 @@ def base_config() -> ml_collections.ConfigDict:
   c.best_mode = 'max'  # 'min' for losses and errors
   c.restart = False  # True: delete this workdir's checkpoints and metrics, start over
   c.init_from = ''  # another run's workdir/checkpoint: start from its matching weights
+  # Early stopping (besides num_epochs and target_train_error): '' = off;
+  # 'rising': val_loss rose `rises` epochs in a row while train_loss fell (the
+  # second report's rule); 'patience': `metric` not better than its best for
+  # `patience` epochs (`mode` 'min' or 'max'). Both need an eval split with the metric.
+  c.early_stopping = ml_collections.ConfigDict()
+  c.early_stopping.rule = ''
+  c.early_stopping.rises = 3
+  c.early_stopping.patience = 5
+  c.early_stopping.metric = 'val_loss'
+  c.early_stopping.mode = 'min'
+  c.snapshot_epochs = ()  # keep the weights after these epochs (snapshots/epoch_<n>.npz)
+  # K models of one architecture as one vmapped program (tinyimagenet_jax.members):
+  # `count` members with seeds seed, seed + 1, ..., or one per entry of `seeds` /
+  # `learning_rates`. Experiments run them vmapped or one after another per `vmap`
+  # ('auto': vmapped on GPU/TPU, separate on CPU).
+  c.members = ml_collections.ConfigDict()
+  c.members.count = 1
+  c.members.seeds = ()
+  c.members.learning_rates = ()
+  c.members.vmap = 'auto'
+  # What launch.py does: 'train' (resumes), 'evaluate' (the newest checkpoint on
+  # data.eval_split: metrics, class-wise report) or 'predict' (a predictions file
+  # for data.eval_split, e.g. the unlabelled Tiny ImageNet test split).
+  c.mode = 'train'
+  c.experiment = ''  # a key of tinyimagenet_jax.experiments.EXPERIMENTS; '' = one run
+  # experiment='grid': every combination of 'key=value1,value2' entries, e.g.
+  # ('optimizer.learning_rate=0.01,0.05',), ranked by the best grid_metric.
+  c.grid = ()
+  c.grid_metric = 'val_top1'
+  c.grid_mode = 'max'
   c.progress_bar = True
   c.write_plots = True
   return c
@@ -196,6 +233,21 @@ def _validate_augment(augment: ml_collections.ConfigDict) -> None:
              'a Beta(alpha, alpha) parameter >= 0, e.g. 0.2, or 0 for off')
 
 
+def _freeze_entry(entry) -> tuple[str, float]:
+  """An optimizer.freeze entry 'prefix@epoch' as (prefix, epoch or math.inf), or ConfigError."""
+  prefix, at, epoch = entry.partition('@') if isinstance(entry, str) else ('', '', '')
+  if not (prefix and at and (epoch == 'inf' or (epoch.isascii() and epoch.isdigit()))):
+    raise ConfigError(
+        f"config.optimizer.freeze entry {entry!r} must be '<param path prefix>@<epoch>'"
+        " with a whole number of epochs or inf, e.g. 'block5@3' or 'block1@inf'.")
+  return prefix, math.inf if epoch == 'inf' else int(epoch)
+
+
+def parse_freeze(entries) -> list[tuple[str, float]]:
+  """The (prefix, epoch) pairs of config.optimizer.freeze, checked before anything compiles."""
+  return [_freeze_entry(entry) for entry in entries]
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises ConfigError (one line) for the first value that cannot work."""
   from tinyimagenet_jax import models, optim  # pylint: disable=g-import-not-at-top
@@ -228,6 +280,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if config.optimizer[key] < 0:
       raise ConfigError(f'config.optimizer.{key}={config.optimizer[key]!r} must be >= 0'
                         ' (0 turns it off).')
+  parse_freeze(config.optimizer.freeze)
   _one_of('best_mode', config.best_mode, ('max', 'min'))
   if config.checkpoint_every_steps < 0:
     raise ConfigError(f'config.checkpoint_every_steps={config.checkpoint_every_steps!r} must'
@@ -249,6 +302,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   _require(_is_number(config.data.subset_classes) and config.data.subset_classes >= 0,
            'data.subset_classes', config.data.subset_classes,
            'a number of Tiny ImageNet classes, or 0 for all 200')
+  classes = config.data.classes
+  _require(isinstance(classes, (tuple, list)) and all(isinstance(name, str) and name
+                                                      for name in classes)
+           and len(set(classes)) == len(classes), 'data.classes', classes,
+           "distinct class names to keep, e.g. ('car', 'deer'), or () for all classes")
   if len(config.data.mean) != len(config.data.std):
     raise ConfigError(
         f'config.data.mean={tuple(config.data.mean)} and config.data.std='
@@ -256,6 +314,33 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     )
   _validate_crop(config.data)
   _validate_augment(config.augment)
+  _validate_runs(config)
+
+
+EARLY_STOPPING_RULES = ('', 'rising', 'patience')
+MODES = ('train', 'evaluate', 'predict')
+
+
+def _validate_runs(config: ml_collections.ConfigDict) -> None:
+  """Early stopping, snapshots, members and mode."""
+  from tinyimagenet_jax import members  # pylint: disable=g-import-not-at-top
+
+  stop = config.early_stopping
+  _one_of('early_stopping.rule', stop.rule, EARLY_STOPPING_RULES)
+  _one_of('early_stopping.mode', stop.mode, ('max', 'min'))
+  for key in ('rises', 'patience'):
+    _require(_is_number(stop[key]) and stop[key] >= 1 and int(stop[key]) == stop[key],
+             f'early_stopping.{key}', stop[key], 'a whole number of epochs >= 1')
+  _require(all(_is_number(e) and e >= 1 and int(e) == e for e in config.snapshot_epochs),
+           'snapshot_epochs', config.snapshot_epochs, 'epoch numbers >= 1, e.g. (4, 14, 28)')
+  _require(_is_number(config.members.count) and config.members.count >= 1,
+           'members.count', config.members.count, 'a whole number of models >= 1')
+  _require(all(_is_number(rate) and rate > 0 for rate in config.members.learning_rates),
+           'members.learning_rates', config.members.learning_rates,
+           'positive learning rates, one per member')
+  members.validate_members(config)
+  _one_of('mode', config.mode, MODES)
+  _one_of('grid_mode', config.grid_mode, ('max', 'min'))
 
 
 def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:

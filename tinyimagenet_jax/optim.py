@@ -4,7 +4,7 @@ Durations in the config are in epochs; `build_optimizer` resolves them to
 steps. The optimizer is the last link of an optax chain:
 
     [L2 on kernels] -> [clip by value] -> [clip by global norm]
-        -> [coupled weight decay] -> optimizer
+        -> [coupled weight decay] -> optimizer -> [freeze schedule]
 
 The L2 term is the gradient of `l2 * sum(kernel**2)` (Keras' kernel_regularizer
 convention) added before clipping, exactly as if it were in the loss.
@@ -12,6 +12,8 @@ convention) added before clipping, exactly as if it were in the loss.
 optimizer step (coupled), except for AdamW, whose decay is decoupled. Every
 optimizer is wrapped in `optax.inject_hyperparams`, so the learning rate and
 momentum used at each step live in the optimizer state and are logged.
+The freeze schedule (`optimizer.freeze`, layer-wise fine-tuning) comes last, so
+a frozen parameter's update is exactly zero whatever the links before it do.
 Adding an optimizer or a schedule is one function and one line in its registry.
 """
 
@@ -23,7 +25,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from tinyimagenet_jax.config import epochs_to_steps
+from tinyimagenet_jax.config import epochs_to_steps, parse_freeze
+from tinyimagenet_jax.errors import ConfigError
 
 ScheduleBuilder = Callable[[ml_collections.ConfigDict, int, int], optax.Schedule]
 
@@ -223,6 +226,58 @@ def regularisation(opt: ml_collections.ConfigDict) -> list[optax.GradientTransfo
   return links
 
 
+class FreezeState(NamedTuple):
+  count: jax.Array  # updates applied so far: the step the next update is for
+
+
+def path_name(path) -> str:
+  """A parameter's tree path joined with '/' ('block5_conv1/kernel'), as freeze prefixes see it."""
+  return jax.tree_util.keystr(path, simple=True, separator='/')
+
+
+def frozen_until(name: str, entries: list[tuple[str, float]], steps_per_epoch: int) -> float:
+  """The step from which parameter `name` trains: the latest of its matching entries, else 0."""
+  return max((epoch * steps_per_epoch for prefix, epoch in entries if name.startswith(prefix)),
+             default=0)
+
+
+def check_prefixes(entries, parsed: list[tuple[str, float]], params) -> None:
+  """ConfigError naming the first freeze entry whose prefix matches no parameter (a typo)."""
+  paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  names = [path_name(path) for path in paths]
+  for entry, (prefix, _) in zip(entries, parsed):
+    if not any(name.startswith(prefix) for name in names):
+      tops = sorted({path_name(path[:1]) for path in paths})
+      more = f' and {len(tops) - 6} more' if len(tops) > 6 else ''
+      raise ConfigError(
+          f'config.optimizer.freeze entry {entry!r} matches no parameter; parameter paths'
+          f" start with one of: {', '.join(tops[:6])}{more}.")
+
+
+def masked_update(update: jax.Array, until: float, count: jax.Array) -> jax.Array:
+  """`update`, or -0.0 while count < until: p + -0.0 == p bitwise for every p, even -0.0."""
+  return update if until == 0 else jnp.where(count < until, -0.0, update)
+
+
+def freeze_schedule(entries, steps_per_epoch: int) -> optax.GradientTransformation:
+  """Zero updates under each 'prefix@epoch' entry until that epoch: layer-wise fine-tuning."""
+  parsed = parse_freeze(entries)
+
+  def init(params):
+    check_prefixes(entries, parsed, params)
+    return FreezeState(jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    masked = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: masked_update(
+            leaf, frozen_until(path_name(path), parsed, steps_per_epoch), state.count),
+        updates)
+    return masked, FreezeState(optax.safe_int32_increment(state.count))
+
+  return optax.GradientTransformation(init, update)
+
+
 def build_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
                    num_epochs: int) -> optax.Schedule:
   """The learning-rate schedule named by `opt.schedule`, in steps."""
@@ -231,11 +286,12 @@ def build_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
 
 def build_optimizer(opt: ml_collections.ConfigDict, steps_per_epoch: int,
                     num_epochs: int) -> optax.GradientTransformation:
-  """The optimizer named by `opt.name` behind its regularisation links."""
+  """The optimizer named by `opt.name` behind its regularisation links, then any freeze."""
   total_steps = steps_per_epoch * num_epochs
   core = OPTIMIZERS[opt.name](opt, build_schedule(opt, steps_per_epoch, num_epochs),
                               momentum_schedule(opt, total_steps))
-  return optax.chain(*regularisation(opt), core)
+  freeze = [freeze_schedule(opt.freeze, steps_per_epoch)] if opt.freeze else []
+  return optax.chain(*regularisation(opt), core, *freeze)
 
 
 LOGGED_HYPERPARAMS = {'learning_rate': 'learning_rate', 'momentum': 'momentum', 'b1': 'momentum'}

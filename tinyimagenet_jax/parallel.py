@@ -6,7 +6,7 @@ gradient all-reduce). One CPU, simulated CPU devices, a GPU or a TPU slice all
 run the same program.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -44,26 +44,27 @@ def put_batch(batch: dict, mesh: Mesh) -> dict:
           for key, value in batch.items()}
 
 
-def jit_train_step(mesh: Mesh):
-  """`steps.train_step` compiled for `mesh`; the input state is donated."""
+def jit_train_step(mesh: Mesh, step_fn: Callable = steps.train_step):
+  """`step_fn` (`steps.train_step`) compiled for `mesh`; the input state is donated."""
   return jax.jit(
-      steps.train_step,
+      step_fn,
       in_shardings=(replicated(mesh), batch_sharded(mesh)),
       out_shardings=(replicated(mesh), replicated(mesh)),
       donate_argnums=0)
 
 
-def compile_train_step(mesh: Mesh, state, host_batch: dict):
+def compile_train_step(mesh: Mesh, state, host_batch: dict,
+                       step_fn: Callable = steps.train_step):
   """`jit_train_step` compiled ahead of time for batches shaped like `host_batch`."""
   sharding = batch_sharded(mesh)
   batch = {key: jax.ShapeDtypeStruct(np.shape(value), np.asarray(value).dtype, sharding=sharding)
            for key, value in host_batch.items()}
-  return jit_train_step(mesh).lower(state, batch).compile()
+  return jit_train_step(mesh, step_fn).lower(state, batch).compile()
 
 
-def jit_eval_step(mesh: Mesh):
-  """`steps.eval_step` compiled for `mesh`."""
+def jit_eval_step(mesh: Mesh, step_fn: Callable = steps.eval_step):
+  """`step_fn` (`steps.eval_step`) compiled for `mesh`."""
   return jax.jit(
-      steps.eval_step,
+      step_fn,
       in_shardings=(replicated(mesh), batch_sharded(mesh)),
       out_shardings=replicated(mesh))

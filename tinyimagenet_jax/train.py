@@ -20,13 +20,17 @@ import time
 import jax
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 
 from tinyimagenet_jax import checkpoint
 from tinyimagenet_jax import config as config_lib
+from tinyimagenet_jax import members
 from tinyimagenet_jax import models
 from tinyimagenet_jax import optim
 from tinyimagenet_jax import parallel
+from tinyimagenet_jax import snapshots
+from tinyimagenet_jax import steps
 from tinyimagenet_jax import writers
 from tinyimagenet_jax.analysis import curves
 from tinyimagenet_jax.data import batch_ops
@@ -34,24 +38,54 @@ from tinyimagenet_jax.data import pipeline
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data import transforms
 from tinyimagenet_jax.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
-from tinyimagenet_jax.state import TrainState, create_train_state
+from tinyimagenet_jax.state import TrainState, create_train_state, step_of
 
 CURVES_PNG = 'curves.png'
 SCHEDULE_PNG = 'schedule.png'
 CONFIG_JSON = 'config.json'
 CHECKPOINTS = 'checkpoints'
 # Config keys that must match the checkpoint's for a resume to continue the same run.
-RESUME_KEYS = ('seed', 'model', 'data.name', 'data.root', 'data.subset_classes',
+RESUME_KEYS = ('seed', 'model', 'data.name', 'data.root', 'data.classes', 'data.subset_classes',
                'data.subset_split', 'data.subset_seed', 'data.validation_size', 'batch_size',
-               'steps_per_epoch')
+               'steps_per_epoch', 'members.count', 'members.seeds', 'members.learning_rates',
+               'optimizer.freeze')
+
+
+def reached_target(history: list[dict], target: float | None) -> bool:
+  """Training error at or below `target` in the last epoch; for K members, every
+  member at or below it in some epoch so far."""
+  if not history or target is None:
+    return False
+  if 'members' not in history[-1]:
+    return history[-1]['train_error'] <= target
+  return all(any(record['members'][index]['train_error'] <= target for record in history)
+             for index in range(len(history[-1]['members'])))
+
+
+def stopped_early(history: list[dict], rule: ml_collections.ConfigDict) -> bool:
+  """The early-stopping rules (config.early_stopping), on the epoch records so far.
+
+  'rising': the validation loss rose `rises` epochs in a row while the training
+  loss fell (the second report's rule). 'patience': `metric` has not improved
+  on its best for `patience` epochs.
+  """
+  if rule.rule == 'rising':
+    recent = history[-rule.rises - 1:]
+    return len(recent) == rule.rises + 1 and all(
+        now['val_loss'] > before['val_loss'] and now['train_loss'] < before['train_loss']
+        for before, now in zip(recent, recent[1:]))
+  if rule.rule == 'patience' and history:
+    values = [record[rule.metric] for record in history]
+    best = int(np.argmax(values) if rule.mode == 'max' else np.argmin(values))
+    return len(history) - 1 - best >= rule.patience
+  return False
 
 
 def is_finished(history: list[dict], config: ml_collections.ConfigDict) -> bool:
-  """The stop rules: the epoch cap, or training error at or below the target."""
-  if len(history) >= config.num_epochs:
-    return True
-  target = config.target_train_error
-  return bool(history) and target is not None and history[-1]['train_error'] <= target
+  """The stop rules: the epoch cap, the training-error target, early stopping."""
+  return (len(history) >= config.num_epochs
+          or reached_target(history, config.target_train_error)
+          or stopped_early(history, config.early_stopping))
 
 
 def resolve_steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int:
@@ -65,19 +99,26 @@ def resolve_steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int
 
 
 def evaluate(state: TrainState, eval_step: Callable, batches: Iterator[dict], mesh) -> dict:
-  """Mean loss, top-1 and top-5 accuracy over every real example of `batches`."""
-  sums = [eval_step(state, parallel.put_batch(batch, mesh)) for batch in batches]
-  totals = {key: float(np.sum([s[key] for s in jax.device_get(sums)], dtype=np.float64))
-            for key in sums[0]}
+  """Mean loss, top-1 and top-5 accuracy over every real example of `batches`
+  (for K stacked members, a list with each member's value)."""
+  sums = jax.device_get([eval_step(state, parallel.put_batch(batch, mesh)) for batch in batches])
+  totals = {key: np.sum([s[key] for s in sums], axis=0, dtype=np.float64) for key in sums[0]}
   count = totals['count']
-  return {'loss': totals['loss_sum'] / count, 'top1': totals['top1_hits'] / count,
-          'top5': totals['top5_hits'] / count, 'count': int(count)}
+  return {name: as_host(totals[key] / count) for name, key in
+          (('loss', 'loss_sum'), ('top1', 'top1_hits'), ('top5', 'top5_hits'))} | {
+              'count': as_host(count.astype(np.int64))}
+
+
+def as_host(value):
+  """A device or numpy scalar as a Python number; a per-member array as a list."""
+  value = np.asarray(value)
+  return value.item() if value.ndim == 0 else value.tolist()
 
 
 def checked(metrics: dict, step: int, last_saved: int | None) -> dict:
   """`metrics` of `step` as floats; NonFiniteLossError if the loss or gradient blew up."""
-  host = {key: float(value) for key, value in metrics.items()}
-  if not (np.isfinite(host['loss']) and np.isfinite(host['grad_norm'])):
+  host = {key: as_host(np.asarray(value, np.float64)) for key, value in metrics.items()}
+  if not np.any(np.isfinite(host['loss']) & np.isfinite(host['grad_norm'])):
     kept = (f'the last good checkpoint (step {last_saved}) is kept'
             if last_saved is not None else 'no checkpoint was saved yet')
     raise NonFiniteLossError(
@@ -107,8 +148,8 @@ def train_epoch(
     if pending is not None:
       done.append(checked(jax.device_get(pending), step - 1, last_saved))
       if progress is not None:
-        progress.set_postfix(loss=f"{done[-1]['loss']:.4f}", acc=f"{done[-1]['accuracy']:.4f}",
-                             refresh=False)
+        progress.set_postfix(loss=f"{np.nanmean(done[-1]['loss']):.4f}",
+                             acc=f"{np.nanmean(done[-1]['accuracy']):.4f}", refresh=False)
     if progress is not None:
       progress.update()
     pending = metrics
@@ -170,6 +211,25 @@ def eval_record(name: str, result: dict) -> dict:
           f'{name}_top5': result['top5'], f'{name}_error': 1.0 - result['top1']}
 
 
+def epoch_record(epoch: int, steps_per_epoch: int, batch_size: int, step_metrics: list[dict],
+                 seconds: float, eval_results: dict[str, dict], count: int) -> dict:
+  """The history record of one epoch: training means and every eval split's
+  results; for `count` > 1 members, their mean plus each member's own record."""
+
+  def one(index: int | None) -> dict:
+    chosen = (lambda values: values) if index is None else (
+        lambda values: members.pick(values, index))
+    record = train_record(epoch, steps_per_epoch, batch_size,
+                          [chosen(metrics) for metrics in step_metrics], seconds)
+    for name, result in eval_results.items():
+      record.update(eval_record(name, chosen(result)))
+    return record
+
+  if count == 1:
+    return one(None)
+  return members.combine([one(index) for index in range(count)])
+
+
 def summarize(record: dict) -> str:
   """One line per epoch for the terminal."""
   evals = ' | '.join(
@@ -188,11 +248,15 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def check_resumable(saved: dict, config: ml_collections.ConfigDict, workdir: str) -> None:
   """ConfigError if `config` differs from the checkpoint's where resuming would mix runs."""
-  current = config.to_dict()
+  current, defaults = config.to_dict(), config_lib.base_config().to_dict()
   for key in RESUME_KEYS:
     section, _, field = key.rpartition('.')
-    was = saved.get(section, {}).get(field) if section else saved.get(field)
-    now = current.get(section, {}).get(field) if section else current.get(field)
+
+    def lookup(tree: dict, missing=None):
+      return (tree.get(section, {}) if section else tree).get(field, missing)
+
+    was = lookup(saved, lookup(defaults))  # keys added since the checkpoint: defaults
+    now = lookup(current)
     if json.loads(json.dumps(was)) != json.loads(json.dumps(now)):
       raise ConfigError(
           f'config.{key}={now!r} differs from {was!r} in the checkpoint in {workdir}, so'
@@ -203,7 +267,7 @@ def check_resumable(saved: dict, config: ml_collections.ConfigDict, workdir: str
 def start_over(workdir: str) -> None:
   """Deletes a workdir's checkpoints and metric files (config.restart)."""
   shutil.rmtree(os.path.join(workdir, CHECKPOINTS), ignore_errors=True)
-  for name in (writers.METRICS_JSONL, writers.METRICS_CSV, writers.STEPS_JSONL, CURVES_PNG,
+  for name in (writers.METRICS_JSONL, writers.METRICS_CSV, writers.MEMBERS_CSV, writers.STEPS_JSONL, CURVES_PNG,
                SCHEDULE_PNG):
     pathlib.Path(workdir, name).unlink(missing_ok=True)
   shutil.rmtree(os.path.join(workdir, 'tensorboard'), ignore_errors=True)
@@ -219,6 +283,22 @@ def initialise_from(state: TrainState, path: str) -> TrainState:
   tqdm.tqdm.write(f'Initialised {taken} of {total} parameter arrays from {path}.')
   return state.replace(params=params, batch_stats=batch_stats,
                        opt_state=state.tx.init(params))
+
+
+def initial_state(config: ml_collections.ConfigDict, model, steps_per_epoch: int,
+                  input_shape: tuple[int, ...]) -> tuple[TrainState, Callable, Callable]:
+  """The fresh state with its train and eval step functions: one model, or
+  `members.member_count(config)` stacked members run by vmapped steps."""
+  tx = optim.build_optimizer(config.optimizer, steps_per_epoch, config.num_epochs)
+  options = dict(label_smoothing=config.label_smoothing, compute_dtype=config.compute_dtype)
+  if members.member_count(config) == 1:
+    state = create_train_state(model, tx, members.member_seeds(config)[0], input_shape, **options)
+    return state, steps.train_step, steps.eval_step
+  scales = [rate / config.optimizer.learning_rate for rate in members.member_learning_rates(config)]
+  state = members.create_member_states(
+      model, optax.chain(tx, members.scale_updates()), members.member_seeds(config), scales,
+      input_shape, **options)
+  return state, members.train_step, members.eval_step
 
 
 def train_and_evaluate(
@@ -237,11 +317,9 @@ def train_and_evaluate(
   train_transform, eval_transform = transforms.make_preprocess(config)
   input_shape = eval_transform(splits.train[0])['image'].shape
   model = models.build_model(config.model, len(splits.class_names))
-  tx = optim.build_optimizer(config.optimizer, steps_per_epoch, config.num_epochs)
-  state = parallel.put_replicated(
-      create_train_state(model, tx, config.seed, input_shape,
-                         label_smoothing=config.label_smoothing,
-                         compute_dtype=config.compute_dtype), mesh)
+  state, train_step_fn, eval_step_fn = initial_state(
+      config, model, steps_per_epoch, input_shape)
+  state = parallel.put_replicated(state, mesh)
 
   os.makedirs(workdir, exist_ok=True)
   if config.restart:
@@ -260,7 +338,7 @@ def train_and_evaluate(
   restored = checkpoints.restore_latest(state, stream)
   if restored is not None:
     state, progress = restored
-    tqdm.tqdm.write(f'Resuming {workdir} from step {int(state.step)}'
+    tqdm.tqdm.write(f'Resuming {workdir} from step {step_of(state)}'
                     f' (epoch {len(progress.history)}, {len(progress.epoch_steps)} steps into'
                     ' the next).')
   else:
@@ -268,7 +346,7 @@ def train_and_evaluate(
     if config.init_from:
       state = parallel.put_replicated(initialise_from(state, config.init_from), mesh)
 
-  eval_step = parallel.jit_eval_step(mesh)
+  eval_step = parallel.jit_eval_step(mesh, eval_step_fn)
   eval_sets = {name: pipeline.eval_dataset(source, eval_transform, config.eval_batch_size)
                for name, source in splits.evals.items()}
   writer = writers.MetricWriter(workdir)
@@ -281,7 +359,7 @@ def train_and_evaluate(
     first_batch = next(stream)
     batches = itertools.chain([first_batch], stream)
     start = time.perf_counter()
-    train_step = parallel.compile_train_step(mesh, state, first_batch)
+    train_step = parallel.compile_train_step(mesh, state, first_batch, train_step_fn)
     tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s'
                     f' for {mesh.size} device(s).')
     with stop_requests() as requested:
@@ -312,12 +390,12 @@ def train_and_evaluate(
         if bar is not None:
           bar.close()
         writer.write_steps(first_step + 1, progress.epoch_steps)
-        record = train_record(epoch, steps_per_epoch, config.batch_size, progress.epoch_steps,
-                              progress.epoch_seconds)
-        for name, dataset in eval_sets.items():
-          result = evaluate(state, eval_step, pipeline.iterate(dataset, config.data), mesh)
-          record.update(eval_record(name, result))
+        results = {name: evaluate(state, eval_step, pipeline.iterate(dataset, config.data), mesh)
+                   for name, dataset in eval_sets.items()}
+        record = epoch_record(epoch, steps_per_epoch, config.batch_size, progress.epoch_steps,
+                              progress.epoch_seconds, results, members.member_count(config))
         history.append(record)
+        snapshots.save_if_chosen(state, epoch, config.snapshot_epochs, workdir)
         progress = checkpoint.Progress(history)
         writer.write(history)
         checkpoints.save(state, stream, progress, config,

@@ -22,9 +22,13 @@ def _write_atomically(path: str, text: str) -> None:
   os.replace(path + '.tmp', path)
 
 
+MEMBERS_CSV = 'members.csv'
+
+
 def history_as_csv(history: list[dict]) -> str:
-  """One row per epoch; columns are every key seen, in first-seen order."""
-  columns = list(dict.fromkeys(key for record in history for key in record))
+  """One row per record; columns are every scalar key seen, in first-seen order."""
+  columns = list(dict.fromkeys(key for record in history for key, value in record.items()
+                               if not isinstance(value, (list, dict))))
   lines = [','.join(columns)]
   for record in history:
     lines.append(','.join(str(record.get(column, '')) for column in columns))
@@ -36,6 +40,10 @@ def write_history_files(workdir: str, history: list[dict]) -> None:
   _write_atomically(os.path.join(workdir, METRICS_JSONL),
                     ''.join(json.dumps(record) + '\n' for record in history))
   _write_atomically(os.path.join(workdir, METRICS_CSV), history_as_csv(history))
+  if history and 'members' in history[0]:
+    rows = [{'member': index, **member} for record in history
+            for index, member in enumerate(record['members'])]
+    _write_atomically(os.path.join(workdir, MEMBERS_CSV), history_as_csv(rows))
 
 
 class MetricWriter:
@@ -50,7 +58,7 @@ class MetricWriter:
     write_history_files(self._workdir, history)
     latest = history[-1]
     for key, value in latest.items():
-      if key != 'epoch':
+      if key != 'epoch' and isinstance(value, (int, float)):
         self._tensorboard.add_scalar(key, value, latest['epoch'])
     self._tensorboard.flush()
 
@@ -63,11 +71,19 @@ class MetricWriter:
     for record in records:
       for key, value in record.items():
         if key != 'step':
-          self._tensorboard.add_scalar(f'step/{key}', value, record['step'])
+          for name, scalar in member_scalars(key, value):
+            self._tensorboard.add_scalar(f'step/{name}', scalar, record['step'])
 
   def close(self) -> None:
     """Flushes and closes the TensorBoard event file."""
     self._tensorboard.close()
+
+
+def member_scalars(key: str, value) -> list[tuple[str, float]]:
+  """(name, value) pairs for TensorBoard: one, or `key/<member>` per member of a list."""
+  if isinstance(value, list):
+    return [(f'{key}/{index}', item) for index, item in enumerate(value)]
+  return [(key, value)]
 
 
 def read_history(workdir: str) -> list[dict]:

@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import os
 import pathlib
+import pickle
 
 from absl import logging
 import ml_collections
@@ -38,6 +39,10 @@ class ArraySource:
   def __getitem__(self, index: int) -> dict:
     return {'image': self.images[index], 'label': int(self.labels[index])}
 
+  def name(self, index: int) -> str:
+    """The example's position: in-memory images have no file name."""
+    return str(index)
+
 
 @dataclasses.dataclass(frozen=True)
 class SubsetSource:
@@ -55,6 +60,32 @@ class SubsetSource:
 
   def __getitem__(self, index: int) -> dict:
     return self.parent[int(self.indices[index])]
+
+  def name(self, index: int) -> str:
+    """The parent's name of the example."""
+    return self.parent.name(int(self.indices[index]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassSubsetSource:
+  """The records of `parent` at `indices`, labels mapped by `relabel` (parent label ->
+  its position in `class_names`, the kept classes: config.data.classes)."""
+
+  parent: Sequence
+  indices: np.ndarray
+  relabel: np.ndarray
+  class_names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict:
+    record = self.parent[int(self.indices[index])]
+    return {'image': record['image'], 'label': int(self.relabel[int(record['label'])])}
+
+  def name(self, index: int) -> str:
+    """The parent's name of the example."""
+    return self.parent.name(int(self.indices[index]))
 
 
 UNREADABLE_FIX = ('remove or replace it, or set --config.data.skip_corrupt=True to skip'
@@ -130,6 +161,10 @@ class ImageFolderSource:
   def __getitem__(self, index: int) -> dict:
     return {'image': decode_image(self.paths[index]),
             'label': int(self.labels[index])}
+
+  def name(self, index: int) -> str:
+    """The image's file name."""
+    return os.path.basename(self.paths[index])
 
 
 def _drop_unreadable(paths: list[str], labels: list[int], folder: pathlib.Path
@@ -208,6 +243,41 @@ def digits(split: str) -> ArraySource:
                      tuple(str(d) for d in range(10)))
 
 
+CIFAR100_FOLDER = 'cifar-100-python'
+
+
+def _cifar_pickle(path: pathlib.Path, keys: tuple[bytes, ...]) -> dict:
+  """The `keys` of one pickle of CIFAR's python version; a one-line DataError naming
+  the file when it is missing or is not such a pickle."""
+  try:
+    with open(path, 'rb') as file:
+      batch = pickle.load(file, encoding='bytes')
+    return {key: batch[key] for key in keys}
+  except FileNotFoundError as error:
+    raise DataError(
+        f'{str(path)!r} does not exist; set --config.data.root to the folder holding'
+        f' {CIFAR100_FOLDER}/ (unpacked cifar-100-python.tar.gz), or use'
+        ' --config.data.name=cifar100 (TFDS).') from error
+  except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError,
+          AttributeError) as error:
+    raise DataError(
+        f'{str(path)!r} is not a CIFAR-100 python pickle ({_first_line(error)}); replace it'
+        ' with the file from cifar-100-python.tar.gz.') from error
+
+
+def cifar100_python(root: str, split: str) -> ArraySource:
+  """CIFAR-100 in its original python format, `<root>/cifar-100-python/{train,test,meta}`:
+  the fine labels, named by `meta`; read without TFDS (offline, or a partial copy)."""
+  if split not in ('train', 'test'):
+    raise DataError(f"cifar100_python has splits 'train' and 'test', not {split!r}.")
+  folder = pathlib.Path(root).expanduser() / CIFAR100_FOLDER
+  batch = _cifar_pickle(folder / split, (b'data', b'fine_labels'))
+  names = _cifar_pickle(folder / 'meta', (b'fine_label_names',))[b'fine_label_names']
+  images = np.asarray(batch[b'data'], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return ArraySource(np.ascontiguousarray(images), np.asarray(batch[b'fine_labels'], np.int32),
+                     tuple(name.decode() for name in names))
+
+
 @dataclasses.dataclass(frozen=True)
 class TfdsSource:
   """A `tfds.data_source` reduced to the image and label features."""
@@ -221,6 +291,13 @@ class TfdsSource:
   def __getitem__(self, index: int) -> dict:
     record = self.records[index]
     return {'image': record['image'], 'label': int(record['label'])}
+
+  def name(self, index: int) -> str:
+    """The image's file name when the dataset stores one (Tiny ImageNet), else its index."""
+    file_name = self.records[index].get('file_name')
+    if file_name is None:
+      return str(index)
+    return os.path.basename(file_name.decode() if isinstance(file_name, bytes) else file_name)
 
 
 def _first_line(error: BaseException) -> str:
@@ -291,7 +368,8 @@ def prepared_source(builder, split: str, data: ml_collections.ConfigDict) -> Tfd
   return TfdsSource(records, tuple(builder.info.features['label'].names))
 
 
-def tiny_imagenet(data: ml_collections.ConfigDict, split: str) -> TfdsSource:
+def tiny_imagenet(data: ml_collections.ConfigDict, split: str,
+                  unlabelled_ok: bool = False) -> TfdsSource:
   """Tiny ImageNet from the official archive: all 200 classes, or a seeded subset.
 
   `data.subset_classes=0` is the `full` config (its test split is unlabelled:
@@ -302,7 +380,7 @@ def tiny_imagenet(data: ml_collections.ConfigDict, split: str) -> TfdsSource:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tinyimagenet_jax.data import tiny_imagenet as tiny  # pylint: disable=g-import-not-at-top
 
-  if not data.subset_classes and split == 'test':
+  if not data.subset_classes and split == 'test' and not unlabelled_ok:
     raise DataError(
         "the full Tiny ImageNet 'test' split is unlabelled; evaluate on 'validation'"
         ' (--config.data.eval_split=validation) or use a subset'
@@ -322,6 +400,7 @@ def _tfds(name: str) -> Callable[[ml_collections.ConfigDict, str], Sequence]:
 SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], Sequence]] = {
     'cifar10': _tfds('cifar10'),
     'cifar100': _tfds('cifar100'),
+    'cifar100_python': lambda data, split: cifar100_python(data.root, split),
     'stl10': _tfds('stl10'),
     'mnist': _tfds('mnist'),
     'tiny_imagenet': tiny_imagenet,
@@ -330,9 +409,43 @@ SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], Sequence]] = {
 }
 
 
+def source_labels(source: Sequence) -> np.ndarray:
+  """Every record's label: the source's `labels` array, else read record by record (TFDS)."""
+  labels = getattr(source, 'labels', None)
+  if labels is None:
+    labels = [int(source[index]['label']) for index in range(len(source))]
+  return np.asarray(labels, np.int64)
+
+
+def keep_classes(source: Sequence, names: Sequence[str], dataset: str) -> Sequence:
+  """`source` reduced to the classes `names` (config.data.classes), relabelled 0..K-1
+  in that order; `source` itself when `names` is empty."""
+  if not names:
+    return source
+  unknown = [name for name in names if name not in source.class_names]
+  if unknown:
+    raise DataError(
+        f'config.data.classes has {unknown[0]!r}, which is not a class of {dataset!r};'
+        f' valid class names: {", ".join(source.class_names)}.')
+  relabel = np.full(len(source.class_names), -1, np.int64)
+  relabel[[source.class_names.index(name) for name in names]] = np.arange(len(names))
+  indices = np.flatnonzero(relabel[source_labels(source)] >= 0)
+  if not len(indices):
+    raise DataError(f'{dataset!r} holds no image of config.data.classes={tuple(names)!r} in'
+                    ' this split; choose classes that occur in it.')
+  return ClassSubsetSource(source, indices, relabel, tuple(names))
+
+
 def load(data: ml_collections.ConfigDict, split: str) -> Sequence:
-  """The source named by `data.name` for one split."""
-  return SOURCES[data.name](data, split)
+  """The source named by `data.name` for one split, reduced to `data.classes` if given."""
+  return keep_classes(SOURCES[data.name](data, split), data.classes, data.name)
+
+
+def load_for_prediction(data: ml_collections.ConfigDict, split: str) -> Sequence:
+  """One split to predict on, which may be unlabelled (the full Tiny ImageNet test)."""
+  if data.name == 'tiny_imagenet':
+    return tiny_imagenet(data, split, unlabelled_ok=True)
+  return load(data, split)
 
 
 def validation_count(validation_size: float, num_examples: int) -> int:

@@ -67,6 +67,7 @@ class PlainCNN(nn.Module):
       if self.stage_dropout:
         x = nn.Dropout(self.stage_dropout, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)
+    self.sow('intermediates', 'flatten', x)  # the first dense layer's input (t-SNE)
     for width in self.hidden:
       x = nn.Dropout(self.dropout, deterministic=not train)(act(nn.Dense(width)(x)))
     if features:

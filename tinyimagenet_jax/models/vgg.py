@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.models import layers
 
 # (filters, convs) per block; a 2x2 max pool ends each block.
@@ -20,17 +21,22 @@ class VGG16(nn.Module):
   table). The report shows only that conv part; the default classifier is
   the paper's (4096, 4096 with dropout 0.5), and `hidden=()` puts the output
   layer right on the flattened 2x2x512 maps. `batch_norm` adds BN after
-  every conv (VGG16-BN).
+  every conv (VGG16-BN). `widths` sets each block's filters (narrow ones
+  for quick tests); the layer names, and so freezing by prefix, stay.
   """
 
   num_classes: int
   hidden: Sequence[int] = (4096, 4096)
   dropout: float = 0.5
   batch_norm: bool = False
+  widths: Sequence[int] = tuple(width for width, _ in VGG16_BLOCKS)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
-    for block, (width, convs) in enumerate(VGG16_BLOCKS, start=1):
+    if len(self.widths) != len(VGG16_BLOCKS):
+      raise ConfigError(f'config.model.widths={tuple(self.widths)!r} must give {len(VGG16_BLOCKS)}'
+                        ' filter counts, one per VGG16 block, e.g. (64, 128, 256, 512, 512).')
+    for block, (width, (_, convs)) in enumerate(zip(self.widths, VGG16_BLOCKS), start=1):
       for conv in range(1, convs + 1):
         x = nn.Conv(width, (3, 3), padding='SAME', name=f'block{block}_conv{conv}')(x)
         if self.batch_norm:

@@ -1,0 +1,155 @@
+"""K models of one architecture trained as one vmapped program.
+
+The members' TrainStates are stacked along a leading axis; `jax.vmap` of the
+ordinary `train_step`/`eval_step` runs all of them on the same batch in one
+compiled program, so they share `config.seed`'s data order. Members differ in
+their seed (initialisation and dropout) and optionally their learning rate (a per-member factor on the final update,
+exact for every optimizer here because the learning rate is the last scaling
+of each optax chain). Used by seed averages, learning-rate sweeps and ensembles.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from tinyimagenet_jax import steps
+from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.state import TrainState, create_train_state
+
+VMAP_CHOICES = ('auto', 'always', 'never')
+
+
+def member_count(config: ml_collections.ConfigDict) -> int:
+  """K: `members.count`, or the length of the per-member seeds or learning rates."""
+  return max(config.members.count, len(config.members.seeds),
+             len(config.members.learning_rates))
+
+
+def member_seeds(config: ml_collections.ConfigDict) -> list[int]:
+  """Each member's initialisation and dropout seed: `members.seeds`, else seed, seed + 1, ...
+
+  A run of one model with `members.seeds=(s,)` is member s of a vmapped run.
+  """
+  if config.members.seeds:
+    return [int(seed) for seed in config.members.seeds]
+  return [config.seed + index for index in range(member_count(config))]
+
+
+def member_learning_rates(config: ml_collections.ConfigDict) -> list[float]:
+  """Each member's base learning rate: `members.learning_rates`, else the optimizer's."""
+  if config.members.learning_rates:
+    return [float(rate) for rate in config.members.learning_rates]
+  return [float(config.optimizer.learning_rate)] * member_count(config)
+
+
+def validate_members(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for per-member lists of different lengths or a bad vmap choice."""
+  given = {key: len(config.members[key]) for key in ('seeds', 'learning_rates')
+           if config.members[key]}
+  count = member_count(config)
+  for key, length in given.items():
+    if length != count:
+      raise ConfigError(
+          f'config.members.{key} has {length} entries but there are {count} members;'
+          ' give one entry per member (or leave it empty).')
+  if config.members.vmap not in VMAP_CHOICES:
+    raise ConfigError(f'config.members.vmap={config.members.vmap!r} is not a valid choice;'
+                      f' choose one of: {", ".join(VMAP_CHOICES)}')
+  if count > 1 and config.init_from:
+    raise ConfigError('config.init_from loads one model, not a stack of members; train the'
+                      ' members without it, or train one model (config.members.count=1).')
+
+
+def use_vmap(config: ml_collections.ConfigDict) -> bool:
+  """Whether K members run as one vmapped program or as K separate runs.
+
+  'auto': vmapped on GPU/TPU; separate on CPU, where XLA turns vmapped
+  convolutions into grouped ones that run slower than K plain runs.
+  """
+  if config.members.vmap == 'auto':
+    return jax.default_backend() != 'cpu'
+  return config.members.vmap == 'always'
+
+
+class MemberScaleState(NamedTuple):
+  """The member's learning rate as a factor of the config's."""
+
+  scale: jax.Array
+
+
+def scale_updates() -> optax.GradientTransformation:
+  """The last chain link: multiplies the update by the member's learning-rate factor."""
+
+  def init(params):
+    del params
+    return MemberScaleState(jnp.ones((), jnp.float32))
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
+
+  return optax.GradientTransformation(init, update)
+
+
+def with_member_scales(opt_state, scales: jax.Array):
+  """`opt_state` (stacked) with the member-scale link's factors set to `scales`."""
+  return jax.tree.map(
+      lambda node: MemberScaleState(scales) if isinstance(node, MemberScaleState) else node,
+      opt_state, is_leaf=lambda node: isinstance(node, MemberScaleState))
+
+
+def create_member_states(
+    model: nn.Module, tx: optax.GradientTransformation, seeds: list[int],
+    learning_rate_scales: list[float], input_shape: tuple[int, ...], **options,
+) -> TrainState:
+  """K TrainStates stacked on a leading axis; `tx` must end with `scale_updates()`."""
+  stacked = jax.jit(jax.vmap(
+      lambda seed: create_train_state(model, tx, seed, input_shape, **options)))(
+          jnp.asarray(seeds, jnp.uint32))
+  scales = jnp.asarray(learning_rate_scales, jnp.float32)
+  return stacked.replace(opt_state=with_member_scales(stacked.opt_state, scales))
+
+
+def member_step(step_fn: Callable) -> Callable:
+  """`step_fn(state, batch)` for a stacked state: every member on the same batch."""
+  return jax.vmap(step_fn, in_axes=(0, None))
+
+
+train_step = member_step(steps.train_step)
+eval_step = member_step(steps.eval_step)
+
+
+def member_state(stacked: TrainState, index: int) -> TrainState:
+  """Member `index` of a stacked state, as an ordinary TrainState."""
+  return jax.tree.map(lambda leaf: leaf[index], stacked)
+
+
+def pick(values: dict, index: int) -> dict:
+  """Member `index`'s entry of every per-member list or array in `values`."""
+  return {key: (value[index] if isinstance(value, (list, tuple, np.ndarray)) else value)
+          for key, value in values.items()}
+
+
+def combine(records: list[dict]) -> dict:
+  """One history record for K members: numeric fields averaged over the finite
+  members (so plots and stop rules read it like a single run), and every
+  member's own record under 'members'."""
+  combined = dict(records[0])
+  for key, value in records[0].items():
+    if isinstance(value, float):
+      values = np.asarray([record[key] for record in records], np.float64)
+      finite = values[np.isfinite(values)]
+      combined[key] = float(finite.mean()) if finite.size else float('nan')
+  combined['members'] = records
+  return combined
+
+
+def member_history(history: list[dict], index: int) -> list[dict]:
+  """Member `index`'s own history from a K-member run's history."""
+  return [record['members'][index] for record in history]
