@@ -34,14 +34,44 @@ def print_error(message: str) -> None:
   print('error: ' + ' '.join(line for line in lines if line), file=sys.stderr, flush=True)
 
 
+def dispatch(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Does what the config asks (an experiment, or one run's train, evaluate or
+  predict mode); returns the line to print when it is done."""
+  # pylint: disable=g-import-not-at-top
+  from tinyimagenet_jax import evaluation, experiments, train
+  from tinyimagenet_jax.errors import ConfigError
+
+  if config.experiment:
+    if config.experiment not in experiments.EXPERIMENTS:
+      raise ConfigError(f'config.experiment={config.experiment!r} is not a valid choice;'
+                        f' choose one of: {", ".join(sorted(experiments.EXPERIMENTS))}')
+    result = experiments.EXPERIMENTS[config.experiment](config, workdir)
+    files = result.get('files', []) if isinstance(result, dict) else []
+    return (f'Experiment {config.experiment} done; wrote ' + ', '.join(
+        os.path.relpath(f, workdir) for f in files) + f' in {workdir}') if files else (
+            f'Experiment {config.experiment} done; results in {workdir}')
+  if config.mode == 'evaluate':
+    result = evaluation.evaluate_saved(config, workdir)
+    return (f"Evaluated {workdir} on {result['split']} ({result['count']} images): top-1"
+            f" {result['top1']:.4f}, top-5 {result['top5']:.4f}, macro F1"
+            f" {result['macro_f1']:.4f}.")
+  if config.mode == 'predict':
+    return f'Predictions written to {evaluation.write_predictions(config, workdir)}'
+  _, history = train.train_and_evaluate(config, workdir)
+  if not history:
+    return f'Nothing trained; results in {workdir}'
+  last = history[-1]
+  return (f'Finished after {len(history)} epochs; last epoch: train error'
+          f" {last['train_error']:.4f}, test top-1 {last['test_top1']:.4f}. Results in {workdir}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
-  """Trains and evaluates; returns 0, 2 after printing a UserError as one line, or
-  128 + the signal number when SIGTERM/SIGINT stopped the run after a checkpoint."""
-  from tinyimagenet_jax import train  # pylint: disable=g-import-not-at-top
+  """Runs what the config asks; returns 0, 2 after printing a UserError as one line,
+  or 128 + the signal number when SIGTERM/SIGINT stopped a run after a checkpoint."""
   from tinyimagenet_jax.errors import TrainingInterrupted, UserError  # pylint: disable=g-import-not-at-top
 
   try:
-    _, history = train.train_and_evaluate(config, workdir)
+    done = dispatch(config, workdir)
   except UserError as error:
     message = str(error)
     # grain keeps an error raised in its threads; dropping the traceback frees the
@@ -55,10 +85,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
   if message is not None:
     print_error(message)
     return USAGE_ERROR
-  if history:
-    print(f'Finished after {len(history)} epochs; last epoch:'
-          f" train error {history[-1]['train_error']:.4f},"
-          f" test top-1 {history[-1]['test_top1']:.4f}. Results in {workdir}")
+  print(done)
   return 0
 
 

@@ -1,6 +1,7 @@
 """The training state: one pytree holding everything a step reads and writes."""
 
 from collections.abc import Callable
+import functools
 from typing import Any
 
 import flax
@@ -37,7 +38,9 @@ def create_train_state(
 ) -> TrainState:
   """Initialises parameters for inputs of `input_shape` (one example, HWC)."""
   init_key, run_key = jax.random.split(jax.random.key(seed))
-  variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+  # One compiled program, not one per initialiser (dozens of compiles for a deep model).
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      init_key, jnp.zeros((1, *input_shape), jnp.float32))
   params = variables['params']
   return TrainState(
       step=jnp.zeros((), jnp.int32),

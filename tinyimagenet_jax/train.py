@@ -356,12 +356,14 @@ def train_and_evaluate(
   last_saved = checkpoints.latest_step()
   bar = None
   try:
-    first_batch = next(stream)
-    batches = itertools.chain([first_batch], stream)
-    start = time.perf_counter()
-    train_step = parallel.compile_train_step(mesh, state, first_batch, train_step_fn)
-    tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s'
-                    f' for {mesh.size} device(s).')
+    batches, train_step = stream, None
+    if not is_finished(history, config):  # a finished run is only read back
+      first_batch = next(stream)
+      batches = itertools.chain([first_batch], stream)
+      start = time.perf_counter()
+      train_step = parallel.compile_train_step(mesh, state, first_batch, train_step_fn)
+      tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s'
+                      f' for {mesh.size} device(s).')
     with stop_requests() as requested:
 
       def pause_after(step: int, is_last_step: bool) -> bool:

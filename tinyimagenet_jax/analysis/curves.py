@@ -54,3 +54,30 @@ def plot_steps(steps: list[dict], path: str, title: str = '') -> None:
   figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)
+
+
+def plot_runs(histories: dict[str, list[dict]], keys: tuple[str, ...], path: str,
+              title: str = '', highlight: tuple[str, ...] = (),
+              target: float | None = None) -> None:
+  """One panel per history key, one line per run: the runs of an experiment side by
+  side. `highlight` runs are drawn bold (others thin); `target` is a dashed line."""
+  figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
+  for axis, key in zip(axes[0], keys):
+    for name, history in histories.items():
+      points = [(record['epoch'], record[key]) for record in history if key in record]
+      if not points:
+        continue
+      bold = not highlight or name in highlight
+      axis.plot(*zip(*points), marker='o' if bold else None, linewidth=2 if bold else 0.8,
+                alpha=1.0 if bold else 0.5, label=name)
+    if target is not None:
+      axis.axhline(target, color='grey', linestyle='--', linewidth=1)
+    axis.set_title(key.replace('_', ' '))
+    axis.set_xlabel('epoch')
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+  if title:
+    figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
