@@ -221,14 +221,15 @@ def test_a_changed_config_is_refused_and_restart_starts_over(digits_config, tmp_
   assert len(history) == 1 and int(state.step) == 1437 // 32
 
 
-def test_init_from_loads_matching_weights(digits_config, tmp_path):
+def test_init_from_loads_matching_weights(digits_config, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # relative workdirs, as `runs/<name>` on the command line
   digits_config.num_epochs = 2
-  _, source = train.train_and_evaluate(digits_config, str(tmp_path / 'source'))
+  _, source = train.train_and_evaluate(digits_config, 'source')
   digits_config.num_epochs = 1
   digits_config.optimizer.learning_rate = 1e-12
   digits_config.optimizer.momentum = 0.0
-  digits_config.init_from = str(tmp_path / 'source')
-  _, history = train.train_and_evaluate(digits_config, str(tmp_path / 'target'))
+  digits_config.init_from = 'source'
+  _, history = train.train_and_evaluate(digits_config, 'target')
   assert history[0]['test_top1'] == pytest.approx(source[-1]['test_top1'])
   assert history[0]['test_loss'] == pytest.approx(source[-1]['test_loss'], rel=1e-4)
 

@@ -129,7 +129,7 @@ class Checkpoints:
 
 def state_directory(path: str) -> pathlib.Path:
   """The saved TrainState of a run, from its workdir, checkpoints folder or one step."""
-  path = pathlib.Path(path).expanduser()
+  path = pathlib.Path(path).expanduser().absolute()  # Orbax reads absolute paths only
   if (path / 'state').is_dir():
     return path / 'state'
   steps_dir = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
