@@ -27,7 +27,6 @@ accuracy, LeNet vs MLP: Figure 14), transfer.csv/.md/.png and summary.json/.md.
 config.mode='evaluate': each run's newest checkpoint on data.eval_split.
 """
 
-import json
 import os
 
 from matplotlib.figure import Figure
@@ -186,11 +185,8 @@ def classwise_reports(runs: dict[str, ml_collections.ConfigDict], best: dict[str
   return summaries, files
 
 
-def write_summary(summary: dict, workdir: str) -> list[str]:
-  """summary.json and a short summary.md."""
-  json_path, md_path = os.path.join(workdir, 'summary.json'), os.path.join(workdir, 'summary.md')
-  with open(json_path, 'w') as file:
-    json.dump(summary, file, indent=2)
+def summary_lines(summary: dict) -> list[str]:
+  """summary.md's lines."""
   transfer = summary['transfer']
   lines = [f"# 2LP vs LeNet-5 on {summary['data']}, then LeNet-5 on {len(transfer['classes'])}"
            f" classes of {transfer['data']}", '']
@@ -206,9 +202,7 @@ def write_summary(summary: dict, workdir: str) -> list[str]:
   lines.append(f"- {transfer['data']} {', '.join(transfer['classes'])}: final test accuracy"
                f" {transfer[TRANSFER]:.4f} from {transfer['source']}, {transfer[SCRATCH]:.4f}"
                ' from scratch')
-  with open(md_path, 'w') as file:
-    file.write('\n'.join(lines) + '\n')
-  return [json_path, md_path]
+  return lines
 
 
 def evaluate_all(config: ml_collections.ConfigDict, tuned: dict[str, ml_collections.ConfigDict],
@@ -277,5 +271,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'transfer': {'source': source, 'data': target.name, 'classes': list(target.classes),
                           **{name: history[-1]['test_top1']
                              for name, history in transferred.items()}}}
-  files += write_summary(summary, workdir)
+  files += common.write_summary(summary, summary_lines(summary), workdir)
   return {'summary': summary, 'files': files}

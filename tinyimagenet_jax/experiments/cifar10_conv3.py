@@ -23,6 +23,7 @@ import os
 import jax
 import ml_collections
 import numpy as np
+import tqdm
 
 from tinyimagenet_jax import models
 from tinyimagenet_jax import snapshots
@@ -192,5 +193,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       os.path.join(workdir, 'optimizers'),
       f'conv3_bn on {config.data.name}: optimizers')
   epochs = [epoch for epoch in config.snapshot_epochs if epoch <= len(histories[main])]
+  if len(epochs) < len(config.snapshot_epochs):
+    tqdm.tqdm.write(f'{main} stopped after {len(histories[main])} epochs: no t-SNE for epochs'
+                    f' {[e for e in config.snapshot_epochs if e not in epochs]}.')
   files += write_tsne(regularisation[main], common.run_dir(workdir, main), epochs, workdir)
   return {'files': files}

@@ -7,6 +7,7 @@ is not trained again), followed by figures and tables over their histories.
 
 from collections.abc import Sequence
 import math
+import json
 import os
 
 import jax
@@ -151,3 +152,15 @@ def smoke(config: ml_collections.ConfigDict, steps: int = 3, epochs: int = 2,
   config.steps_per_epoch, config.num_epochs = steps, epochs
   config.progress_bar = False
   return config
+
+
+def write_summary(summary: dict, lines: list[str], workdir: str) -> list[str]:
+  """An experiment's headline numbers: summary.json (all of `summary`) and
+  summary.md (the Markdown `lines`)."""
+  json_path, md_path = os.path.join(workdir, 'summary.json'), os.path.join(workdir, 'summary.md')
+  with open(json_path, 'w') as file:
+    json.dump(summary, file, indent=2)
+  with open(md_path, 'w') as file:
+    file.write('\n'.join(lines) + '\n')
+  return [json_path, md_path]
+

@@ -13,7 +13,6 @@ the chosen runs bold), seconds_per_epoch.png, summary.json/.md (the chosen
 learning rates, their epochs and the epochs ratio tanh/ReLU).
 """
 
-import json
 import os
 
 import ml_collections
@@ -110,11 +109,8 @@ def summarize(rows: list[dict], target: float) -> dict:
           'relu_reached_target_first': (ratio > 1) if ratio is not None else None}
 
 
-def write_summary(summary: dict, workdir: str) -> list[str]:
-  """summary.json and a short summary.md."""
-  json_path, md_path = os.path.join(workdir, 'summary.json'), os.path.join(workdir, 'summary.md')
-  with open(json_path, 'w') as file:
-    json.dump(summary, file, indent=2)
+def summary_lines(summary: dict) -> list[str]:
+  """summary.md's lines."""
   ratio = summary['epochs_ratio_tanh_over_relu']
   lines = [f"# ReLU vs tanh: epochs to {summary['target_train_error']:.0%} training error", '']
   for activation, chosen in summary['chosen'].items():
@@ -123,9 +119,7 @@ def write_summary(summary: dict, workdir: str) -> list[str]:
                  f" {chosen['seconds_per_epoch']:.1f} s per epoch")
   lines.append(f'- epochs ratio tanh/ReLU: {ratio:.2f}' if ratio is not None else
                '- epochs ratio tanh/ReLU: not defined (a chosen run missed the target)')
-  with open(md_path, 'w') as file:
-    file.write('\n'.join(lines) + '\n')
-  return [json_path, md_path]
+  return lines
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -150,5 +144,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   files.append(os.path.join(workdir, 'seconds_per_epoch.png'))
   curves.plot_runs({name: histories[name] for name in chosen}, ('seconds',), files[-1],
                    title='time per epoch of the chosen runs')
-  files += write_summary(summary, workdir)
+  files += common.write_summary(summary, summary_lines(summary), workdir)
   return {'summary': summary, 'files': files}

@@ -32,7 +32,6 @@ final top-1 there (the report's M4). Writes:
 config.mode='evaluate': each run's newest checkpoint on data.eval_split.
 """
 
-import json
 import os
 
 import jax
@@ -174,11 +173,8 @@ def write_ensembles(probabilities: np.ndarray, labels: np.ndarray, workdir: str
   return sizes, files
 
 
-def write_summary(summary: dict, workdir: str) -> list[str]:
-  """summary.json and a short summary.md."""
-  json_path, md_path = os.path.join(workdir, 'summary.json'), os.path.join(workdir, 'summary.md')
-  with open(json_path, 'w') as file:
-    json.dump(summary, file, indent=2)
+def summary_lines(summary: dict) -> list[str]:
+  """summary.md's lines."""
   best = summary['best_model']
   lines = [f"# M1-M4 and ensembles on {summary['eval_split']}", '']
   lines += [f'- {model}: final top-1 {top1:.4f}' for model, top1 in summary['models'].items()]
@@ -190,9 +186,7 @@ def write_summary(summary: dict, workdir: str) -> list[str]:
   lines.append(f"- ensemble of {ensemble['members']} members: {ensemble['accuracy']:.4f}"
                f" (best member {ensemble['best_member_accuracy']:.4f}, {best}"
                f" {summary['models'][best]:.4f})")
-  with open(md_path, 'w') as file:
-    file.write('\n'.join(lines) + '\n')
-  return [json_path, md_path]
+  return lines
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -229,5 +223,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           'accuracy': ensembles.accuracy(
                               ensembles.ensemble_probabilities(probabilities), labels),
                           'best_member_accuracy': max(row['accuracy'] for row in member_table)}}
-  files += write_summary(summary, workdir)
+  files += common.write_summary(summary, summary_lines(summary), workdir)
   return {'summary': summary, 'files': files}
