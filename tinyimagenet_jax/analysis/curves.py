@@ -1,6 +1,7 @@
 """Training curves from a run's history, as one PNG."""
 
 import matplotlib
+import numpy as np
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -13,6 +14,23 @@ PANELS = (
 )
 
 
+def finish_epoch_axis(axis, title: str, legend_size: float | None = None) -> None:
+  """Title, an epoch x-axis, a light grid and a legend: every per-epoch panel alike."""
+  axis.set_title(title)
+  axis.set_xlabel('epoch')
+  axis.grid(alpha=0.3)
+  axis.legend(fontsize=legend_size)
+
+
+def save(figure, path: str, title: str = '') -> None:
+  """Writes `figure` as a PNG at `path` (with a title) and frees it."""
+  if title:
+    figure.suptitle(title)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
 def plot_history(history: list[dict], path: str, title: str = '') -> None:
   """Error, loss and time per epoch side by side; missing keys are skipped."""
   epochs = [record['epoch'] for record in history]
@@ -21,16 +39,9 @@ def plot_history(history: list[dict], path: str, title: str = '') -> None:
     for key, label in series:
       if key in history[0]:
         axis.plot(epochs, [record[key] for record in history], marker='o', label=label)
-    axis.set_title(name)
-    axis.set_xlabel('epoch')
     axis.set_ylim(bottom=0)
-    axis.grid(alpha=0.3)
-    axis.legend()
-  if title:
-    figure.suptitle(title)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
+    finish_epoch_axis(axis, name)
+  save(figure, path, title)
 
 
 STEP_PANELS = (('loss', 'loss per step'), ('learning_rate', 'learning rate'),
@@ -49,11 +60,7 @@ def plot_steps(steps: list[dict], path: str, title: str = '') -> None:
     axis.set_title(name)
     axis.set_xlabel('step')
     axis.grid(alpha=0.3)
-  if title:
-    figure.suptitle(title)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
+  save(figure, path, title)
 
 
 def plot_runs(histories: dict[str, list[dict]], keys: tuple[str, ...], path: str,
@@ -72,12 +79,23 @@ def plot_runs(histories: dict[str, list[dict]], keys: tuple[str, ...], path: str
                 alpha=1.0 if bold else 0.5, label=name)
     if target is not None:
       axis.axhline(target, color='grey', linestyle='--', linewidth=1)
-    axis.set_title(key.replace('_', ' '))
-    axis.set_xlabel('epoch')
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-  if title:
-    figure.suptitle(title)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
+    finish_epoch_axis(axis, key.replace('_', ' '), legend_size=7)
+  save(figure, path, title)
+
+
+def plot_mean_std(groups: dict[str, list[list[dict]]], keys: tuple[str, ...], path: str,
+                  title: str = '') -> None:
+  """One panel per history key: each group's mean over its runs per epoch, +- one
+  std (ddof 1) shaded; runs are cut to the group's shortest."""
+  figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
+  for axis, key in zip(axes[0], keys):
+    for name, histories in groups.items():
+      epochs = min(len(history) for history in histories)
+      values = np.asarray([[record[key] for record in history[:epochs]]
+                           for history in histories])
+      mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
+      x = np.arange(1, epochs + 1)
+      axis.plot(x, mean, label=f'{name} ({len(histories)} seeds)')
+      axis.fill_between(x, mean - std, mean + std, alpha=0.25)
+    finish_epoch_axis(axis, key.replace('_', ' '), legend_size=7)
+  save(figure, path, title)

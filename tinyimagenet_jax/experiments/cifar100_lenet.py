@@ -29,7 +29,6 @@ config.mode='evaluate': each run's newest checkpoint on data.eval_split.
 
 import os
 
-from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 
@@ -132,30 +131,6 @@ def run_row(name: str, config: ml_collections.ConfigDict, history: list[dict]) -
   return row
 
 
-def plot_mean_std(groups: dict[str, list[list[dict]]], keys: tuple[str, ...], path: str,
-                  title: str = '') -> None:
-  """One panel per history key: each group's mean over its runs per epoch, +- one
-  std (ddof 1) shaded; runs are cut to the group's shortest."""
-  figure = Figure(figsize=(5.5 * len(keys), 3.8))
-  for axis, key in zip(figure.subplots(1, len(keys), squeeze=False)[0], keys):
-    for name, histories in groups.items():
-      epochs = min(len(history) for history in histories)
-      values = np.asarray([[record[key] for record in history[:epochs]]
-                           for history in histories])
-      mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
-      x = np.arange(1, epochs + 1)
-      axis.plot(x, mean, label=f'{name} ({len(histories)} seeds)')
-      axis.fill_between(x, mean - std, mean + std, alpha=0.25)
-    axis.set_title(key.replace('_', ' '))
-    axis.set_xlabel('epoch')
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
-  if title:
-    figure.suptitle(title)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-
-
 def test_predictions(config: ml_collections.ConfigDict, run_dir: str
                      ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   """(probabilities, labels, class names) of a run's newest checkpoint on the test split."""
@@ -227,7 +202,7 @@ def baseline_stage(config: ml_collections.ConfigDict, workdir: str
   rows = [seed_row(model, histories) for model, histories in seeds.items()]
   files = [*tables.write_table(rows, os.path.join(workdir, 'baseline')),
            os.path.join(workdir, 'baseline.png')]
-  plot_mean_std(seeds, BASELINE_KEYS, files[-1],
+  curves.plot_mean_std(seeds, BASELINE_KEYS, files[-1],
                 title=f'baseline on {config.data.name}: mean +- std over seeds')
   return rows, files
 
