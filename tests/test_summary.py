@@ -108,4 +108,4 @@ def test_command_reports_an_option_the_model_lacks_in_one_line():
   result = run_summary('--config=configs/conv4_relu.py', '--config.model.name=vgg16')
   assert result.returncode == 2
   assert result.stderr == ("error: config.model.activation is not an option of 'vgg16'; its"
-                           ' options are: batch_norm, dropout, hidden\n')
+                           ' options are: batch_norm, dropout, hidden, widths\n')
