@@ -1,5 +1,6 @@
 """Helpers for tests: the real data beside the repo, fresh interpreters."""
 
+import csv
 import os
 import pathlib
 import subprocess
@@ -31,3 +32,9 @@ def run_launch(*args: str, timeout: int = 600):
   return subprocess.run(
       [sys.executable, 'launch.py', *args], cwd=REPO, capture_output=True, text=True,
       timeout=timeout)
+
+
+def read_csv(path) -> list[dict]:
+  """A CSV table's rows as dicts of strings (the experiments' and exports' tables)."""
+  with open(path, newline='') as file:
+    return list(csv.DictReader(file))

@@ -1,6 +1,5 @@
 """The analysis layer: tables, per-class metrics, ensembles, filter images, t-SNE."""
 
-import csv
 import itertools
 import math
 
@@ -11,6 +10,8 @@ from PIL import Image
 import pytest
 
 from tinyimagenet_jax.analysis import classwise, ensembles, filters, tables, tsne
+
+from helpers import read_csv
 
 # A hand-worked 4-class example; class 3 never occurs, as a label or a prediction.
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
@@ -25,10 +26,6 @@ RECALL = np.array([2 / 3, 1, 3 / 4, 0])
 F1 = np.array([2 / 3, 4 / 5, 6 / 7, 0])
 MACRO_F1 = (2 / 3 + 4 / 5 + 6 / 7) / 3  # = 244/315, over the three classes that occur
 
-
-def read_csv(path: str) -> list[dict]:
-  with open(path, newline='') as file:
-    return list(csv.DictReader(file))
 
 
 def assert_png(path) -> None:

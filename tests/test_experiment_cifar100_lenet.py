@@ -2,7 +2,6 @@
 mock data, the class filter (data.classes) and the CIFAR-100 python source."""
 
 import contextlib
-import csv
 import io
 import json
 import os
@@ -26,6 +25,8 @@ from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.errors import ConfigError, DataError
 from tinyimagenet_jax.experiments import cifar100_lenet, common
 
+from helpers import read_csv
+
 PROMISED = ('baseline.csv', 'baseline.md', 'baseline.png', 'experiments.csv', 'experiments.md',
             'experiments.png', 'classwise_comparison.png', 'transfer.csv', 'transfer.md',
             'transfer.png', 'summary.json', 'summary.md') + tuple(
@@ -35,10 +36,6 @@ TUNED = ('exp1_lenet5', 'exp1_mlp', 'exp2_lenet5', 'exp2_mlp')
 STL10_NAMES = ('airplane', 'bird', 'car', 'cat', 'deer', 'dog', 'horse', 'monkey', 'ship',
                'truck')
 
-
-def read_csv(path) -> list[dict]:
-  with open(path) as file:
-    return list(csv.DictReader(file))
 
 
 def saved_config(run_dir) -> dict:

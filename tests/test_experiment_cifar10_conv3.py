@@ -1,6 +1,5 @@
 """The second report's experiment: its smoke run end to end, its stop bookkeeping, its features."""
 
-import csv
 import json
 
 import jax
@@ -13,16 +12,13 @@ from configs import cifar10_conv3 as cifar10_conv3_config
 from tinyimagenet_jax import models, writers
 from tinyimagenet_jax.experiments import cifar10_conv3
 
+from helpers import read_csv
+
 REGULARISATION = ['bn_dropout', 'bn_only', 'dropout_only', 'neither']
 # The smoke's optimizer runs cut to the one written here (test_optim covers the
 # others), to keep this file near a minute of CPU: each run compiles its own step.
 OPTIMIZERS = ['proximal_adagrad']
 
-
-def read_csv(path) -> list[dict]:
-  """A table's rows as dicts of strings."""
-  with open(path, newline='') as file:
-    return list(csv.DictReader(file))
 
 
 @pytest.fixture(scope='module')

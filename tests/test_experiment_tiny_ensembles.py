@@ -1,7 +1,6 @@
 """The tiny_ensembles experiment (fifth report) end to end in its smoke mode: M1-M4, the best
 model's classes, filters and predictions, and every subset of the members as an ensemble."""
 
-import csv
 import json
 import os
 
@@ -17,12 +16,10 @@ from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.experiments import common, tiny_ensembles
 
+from helpers import read_csv
+
 PREPARED_TINY_IMAGENET = '/tmp/tfds_data'  # a prepared `full` build, where one exists
 
-
-def read_rows(path) -> list[dict]:
-  with open(path, newline='') as file:
-    return list(csv.DictReader(file))
 
 
 @pytest.fixture(scope='module')
@@ -45,7 +42,7 @@ def final(workdir, run: str) -> dict:
 
 def test_models_table_and_the_best_models_reports_match_the_metrics(smoke):
   config, workdir = smoke
-  rows = read_rows(workdir / 'models.csv')
+  rows = read_csv(workdir / 'models.csv')
   assert [row['model'] for row in rows] == list(config.ensembles.models)
   for row in rows:
     assert float(row['final_top1']) == final(workdir, row['model'])['test_top1']
@@ -53,7 +50,7 @@ def test_models_table_and_the_best_models_reports_match_the_metrics(smoke):
   best = max(config.ensembles.models, key=lambda model: final(workdir, model)['test_top1'])
   summary = read_summary(workdir)
   assert summary['best_model'] == best
-  classes = read_rows(workdir / 'classwise_classes.csv')
+  classes = read_csv(workdir / 'classwise_classes.csv')
   assert [row['name'] for row in classes] == [str(digit) for digit in range(10)]
   correct = sum(int(row['correct']) for row in classes)
   assert correct / sum(int(row['support']) for row in classes) == final(workdir, best)['test_top1']
@@ -79,15 +76,15 @@ def test_predictions_file_has_a_line_per_test_image_in_the_servers_format(smoke)
 def test_every_subset_of_members_is_an_ensemble(smoke):
   config, workdir = smoke
   count = len(config.ensembles.seeds)
-  members = read_rows(workdir / 'members.csv')
+  members = read_csv(workdir / 'members.csv')
   histories = [final(workdir, common.member_run_name(tiny_ensembles.MEMBERS, index))
                for index in range(count)]
   assert [float(row['final_top1']) for row in members] == [h['test_top1'] for h in histories]
   assert [float(row['accuracy']) for row in members] == [h['test_top1'] for h in histories]
-  subsets = read_rows(workdir / 'ensemble_subsets.csv')
+  subsets = read_csv(workdir / 'ensemble_subsets.csv')
   assert [int(row['size']) for row in subsets] == [1] * count + [2] * 3 + [3]
   assert [float(row['accuracy']) for row in subsets[:count]] == [h['test_top1'] for h in histories]
-  sizes = read_rows(workdir / 'ensemble_sizes.csv')
+  sizes = read_csv(workdir / 'ensemble_sizes.csv')
   for row in sizes:
     mine = [float(s['accuracy']) for s in subsets if s['size'] == row['size']]
     assert float(row['mean']) == pytest.approx(np.mean(mine))

@@ -1,7 +1,6 @@
 """The tiny_models experiment (third report) end to end in its smoke mode: the comparison
 table and figure, and VGG16's frozen blocks provably unchanged (from Keras-format weights)."""
 
-import csv
 
 import launch
 import numpy as np
@@ -14,10 +13,8 @@ from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.experiments import common, tiny_models
 from tinyimagenet_jax.models.vgg import VGG16_BLOCKS
 
+from helpers import read_csv
 
-def read_rows(path) -> list[dict]:
-  with open(path, newline='') as file:
-    return list(csv.DictReader(file))
 
 
 def smoke_vgg16_layers(widths) -> dict[str, list[np.ndarray]]:
@@ -47,7 +44,7 @@ def smoke(tmp_path_factory):
 
 def test_table_has_a_row_per_run_recomputed_from_its_metrics(smoke):
   config, workdir, _ = smoke
-  rows = read_rows(workdir / 'models.csv')
+  rows = read_csv(workdir / 'models.csv')
   assert [row['run'] for row in rows] == list(config.tiny_models.runs)
   for row in rows:
     history = writers.read_history(str(workdir / row['run']))
@@ -69,7 +66,7 @@ def test_table_has_a_row_per_run_recomputed_from_its_metrics(smoke):
 
 def test_frozen_blocks_are_bitwise_unchanged_and_unfrozen_ones_trained(smoke):
   config, workdir, _ = smoke
-  rows = read_rows(workdir / 'frozen_check.csv')
+  rows = read_csv(workdir / 'frozen_check.csv')
   runs = tiny_models.experiment_runs(config)
   frozen_runs = {name: run.optimizer.freeze for name, run in runs.items() if run.optimizer.freeze}
   assert [(row['run'], row['entry']) for row in rows] == [
