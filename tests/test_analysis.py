@@ -27,7 +27,6 @@ F1 = np.array([2 / 3, 4 / 5, 6 / 7, 0])
 MACRO_F1 = (2 / 3 + 4 / 5 + 6 / 7) / 3  # = 244/315, over the three classes that occur
 
 
-
 def assert_png(path) -> None:
   with Image.open(path) as image:
     assert image.format == 'PNG' and image.width > 100 and image.height > 100

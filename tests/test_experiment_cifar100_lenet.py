@@ -37,7 +37,6 @@ STL10_NAMES = ('airplane', 'bird', 'car', 'cat', 'deer', 'dog', 'horse', 'monkey
                'truck')
 
 
-
 def saved_config(run_dir) -> dict:
   return json.loads((run_dir / 'config.json').read_text())
 

@@ -20,7 +20,6 @@ REGULARISATION = ['bn_dropout', 'bn_only', 'dropout_only', 'neither']
 OPTIMIZERS = ['proximal_adagrad']
 
 
-
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
   """The smoke mode trained, then evaluated, in one workdir: (config, workdir)."""

@@ -21,7 +21,6 @@ from helpers import read_csv
 PREPARED_TINY_IMAGENET = '/tmp/tfds_data'  # a prepared `full` build, where one exists
 
 
-
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
   """The smoke mode (three members, trained one after another on a CPU): (config, workdir)."""

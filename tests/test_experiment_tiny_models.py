@@ -16,7 +16,6 @@ from tinyimagenet_jax.models.vgg import VGG16_BLOCKS
 from helpers import read_csv
 
 
-
 def smoke_vgg16_layers(widths) -> dict[str, list[np.ndarray]]:
   """Random Keras-named conv weights shaped for the smoke's narrow VGG16 on grey digits."""
   rng = np.random.default_rng(0)
