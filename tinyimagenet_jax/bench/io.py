@@ -1,7 +1,4 @@
-"""Benchmarks (not tests): print a table of measured figures and write it as JSON.
-
-    python -m tinyimagenet_jax.bench --config=configs/<x>.py [--config.<field>=...] \
-        --what=pipeline --batches=100 [--json=results.json]
+"""Data and checkpoint figures of one config.
 
 `pipeline`: images/s of the config's grain training pipeline (decode,
 preprocess, augment, batch), read from the training split with the config's
@@ -14,26 +11,22 @@ save in the middle against the same steps without, alternated three times
 (medians).
 """
 
-from collections.abc import Callable
-import json
 import pathlib
 import tempfile
 import time
 
-from absl import app
-from absl import flags
 import jax
-import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
 from tinyimagenet_jax import checkpoint, models, optim, parallel
+from tinyimagenet_jax.bench import common
 from tinyimagenet_jax.data import batch_ops, pipeline, sources, transforms
 from tinyimagenet_jax.state import create_train_state
 
 
-def pipeline_throughput(config: ml_collections.ConfigDict, batches: int, warmup: int) -> dict:
+def pipeline_throughput(args: common.Args) -> list[dict]:
   """Images/s of the training pipeline over `batches` batches after `warmup` ones."""
+  config, batches, warmup = args.require_config(), args.batches, args.warmup
   source = sources.load(config.data, config.data.train_split)
   train_transform, _ = transforms.make_preprocess(config)
   dataset = pipeline.train_dataset(source, train_transform, config.batch_size, config.seed,
@@ -48,19 +41,20 @@ def pipeline_throughput(config: ml_collections.ConfigDict, batches: int, warmup:
     seconds = time.perf_counter() - start
   finally:
     stream.close()
-  return {'what': 'pipeline', 'dataset': config.data.name, 'batch_size': config.batch_size,
+  return [{'what': 'pipeline', 'dataset': config.data.name, 'batch_size': config.batch_size,
           'image_shape': list(batch['image'].shape[1:]), 'num_workers': config.data.num_workers,
           'num_threads': config.data.num_threads, 'batches': batches,
           'seconds': round(seconds, 3),
-          'images_per_second': round(batches * config.batch_size / seconds, 1)}
+          'images_per_second': round(batches * config.batch_size / seconds, 1)}]
 
 
 def _directory_megabytes(path: pathlib.Path) -> float:
   return sum(f.stat().st_size for f in path.rglob('*') if f.is_file()) / 2**20
 
 
-def checkpoint_cost(config: ml_collections.ConfigDict, batches: int, warmup: int) -> dict:
+def checkpoint_cost(args: common.Args) -> list[dict]:
   """Checkpoint size, save and restore times, and a save's cost to training steps."""
+  config, batches, warmup = args.require_config(), args.batches, args.warmup
   mesh = parallel.make_mesh()
   source = sources.load(config.data, config.data.train_split)
   train_transform, eval_transform = transforms.make_preprocess(config)
@@ -106,40 +100,9 @@ def checkpoint_cost(config: ml_collections.ConfigDict, batches: int, warmup: int
       with_save.append(run_steps(batches // 2))
     saves.close()
   stream.close()
-  return {'what': 'checkpoint', 'model': config.model.name, 'megabytes': round(megabytes, 2),
+  return [{'what': 'checkpoint', 'model': config.model.name, 'megabytes': round(megabytes, 2),
           'save_blocking_seconds': round(blocking, 3), 'save_total_seconds': round(total, 3),
           'restore_seconds': round(restore, 3), 'steps': batches,
           'steps_seconds': round(float(np.median(plain)), 3),
           'steps_with_a_save_seconds': round(float(np.median(with_save)), 3),
-          'one_save_costs_seconds': round(float(np.median(with_save) - np.median(plain)), 3)}
-
-
-BENCHMARKS: dict[str, Callable[[ml_collections.ConfigDict, int, int], dict]] = {
-    'pipeline': pipeline_throughput,
-    'checkpoint': checkpoint_cost,
-}
-
-
-def format_row(result: dict) -> str:
-  """One result as `key=value` pairs on a line."""
-  return '  '.join(f'{key}={value}' for key, value in result.items())
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  result = BENCHMARKS[_WHAT.value](_CONFIG.value, _BATCHES.value, _WARMUP.value)
-  print(format_row(result))
-  if _JSON.value:
-    with open(_JSON.value, 'w') as file:
-      json.dump(result, file, indent=2)
-
-
-if __name__ == '__main__':
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config whose data to measure.')
-  _WHAT = flags.DEFINE_enum('what', 'pipeline', list(BENCHMARKS), 'What to measure.')
-  _BATCHES = flags.DEFINE_integer('batches', 100, 'Batches to time.')
-  _WARMUP = flags.DEFINE_integer('warmup', 5, 'Batches read before timing.')
-  _JSON = flags.DEFINE_string('json', '', 'Also write the result to this JSON file.')
-  flags.mark_flags_as_required(['config'])
-  app.run(main)
+          'one_save_costs_seconds': round(float(np.median(with_save) - np.median(plain)), 3)}]

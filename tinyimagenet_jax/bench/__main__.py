@@ -1,0 +1,37 @@
+"""The benchmark command: `python -m tinyimagenet_jax.bench --what=...` (see the package doc)."""
+
+from collections.abc import Callable
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from tinyimagenet_jax.bench import common, io
+
+BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
+    'pipeline': io.pipeline_throughput,
+    'checkpoint': io.checkpoint_cost,
+}
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to measure, where one is needed.')
+_WHAT = flags.DEFINE_enum('what', 'pipeline', list(BENCHMARKS), 'What to measure.')
+_BATCHES = flags.DEFINE_integer('batches', 100, 'Batches (or steps) to time.')
+_WARMUP = flags.DEFINE_integer('warmup', 5, 'Batches (or steps) run before timing.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Alternations of side-by-side contenders.')
+_MODELS = flags.DEFINE_list('models', [], 'Models to measure, where the benchmark takes a list.')
+_JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  args = common.Args(config=_CONFIG.value, batches=_BATCHES.value, warmup=_WARMUP.value,
+                     repeats=_REPEATS.value, models=tuple(_MODELS.value))
+  rows = BENCHMARKS[_WHAT.value](args)
+  print(common.format_table(rows))
+  if _JSON.value:
+    common.write_json(rows, _JSON.value)
+
+
+if __name__ == '__main__':
+  app.run(main)
