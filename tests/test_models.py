@@ -243,6 +243,30 @@ def test_adaptive_max_pool_is_alexnets_pool_at_13_and_repeats_small_maps():
                                 jnp.broadcast_to(pixel, (1, 6, 6, 4)))
 
 
+@pytest.mark.parametrize('shape', [(3, 8, 8, 4), (2, 7, 9, 3)])
+def test_max_pool_2x2_matches_flax_values_and_gradients_with_ties(shape):
+  # Rounded ReLU outputs tie often (zeros, equal halves): the gradient must go to
+  # the same pixel of each window as XLA's select-and-scatter rule picks.
+  x = jnp.round(jax.nn.relu(jax.random.normal(jax.random.key(0), shape)) * 2) / 2
+  reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  pooled, pullback = jax.vjp(layers.max_pool_2x2, x)
+  expected, expected_pullback = jax.vjp(reference, x)
+  grad = jax.random.normal(jax.random.key(1), pooled.shape)
+  np.testing.assert_array_equal(pooled, expected)
+  np.testing.assert_array_equal(pullback(grad)[0], expected_pullback(grad)[0])
+
+
+@pytest.mark.parametrize('shape', [(3, 8, 8, 4), (2, 7, 9, 3)])
+def test_avg_pool_2x2_matches_flax_values_and_gradients(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  reference = lambda x: nn.avg_pool(x, (2, 2), strides=(2, 2))
+  pooled, pullback = jax.vjp(layers.avg_pool_2x2, x)
+  expected, expected_pullback = jax.vjp(reference, x)
+  grad = jax.random.normal(jax.random.key(1), pooled.shape)
+  np.testing.assert_allclose(pooled, expected, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(pullback(grad)[0], expected_pullback(grad)[0], rtol=1e-6, atol=1e-6)
+
+
 def test_resnet18_projects_only_where_a_stage_starts():
   _, variables = init_shapes('resnet18', (64, 64, 3), 200)
   projected = sorted(name for name, block in variables['params'].items() if 'proj_conv' in block)

@@ -27,9 +27,9 @@ class LeNet5(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
     act = layers.activation(self.activation)
-    pool = nn.avg_pool if self.pool == 'avg' else nn.max_pool
-    x = pool(act(nn.Conv(6, (5, 5), padding='VALID', name='C1')(x)), (2, 2), (2, 2))
-    x = pool(act(nn.Conv(16, (5, 5), padding='VALID', name='C3')(x)), (2, 2), (2, 2))
+    pool = layers.avg_pool_2x2 if self.pool == 'avg' else layers.max_pool_2x2
+    x = pool(act(nn.Conv(6, (5, 5), padding='VALID', name='C1')(x)))
+    x = pool(act(nn.Conv(16, (5, 5), padding='VALID', name='C3')(x)))
     if self.batch_norm:
       x = layers.batch_norm(train, name='S4_norm')(x)
     x = act(nn.Dense(120, name='C5')(x.reshape(x.shape[0], -1)))
