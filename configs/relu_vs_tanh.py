@@ -5,12 +5,12 @@
 
 conv4 on CIFAR-10, SGD batch 128, no regularisation; for each activation every
 candidate learning rate trains until <= 25% training error (cap 30 epochs);
-the fewest epochs wins. Expected (the report): ReLU lr 0.2 in 6 epochs, tanh
-lr 0.05 in 8. Writes runs.csv/.md, training_error.png, seconds_per_epoch.png,
+the fewest epochs wins. The report: ReLU lr 0.2 in 6 epochs, tanh lr 0.05 in
+8. Measured here: the same, but tanh lr 0.1 also gets there in 6 (ratio 1.00). Writes runs.csv/.md, training_error.png, seconds_per_epoch.png,
 summary.json/.md into runs/relu_vs_tanh. Offline, use the CIFAR-10 JPEGs:
 --config.data.name=image_folder --config.data.root=/tmp/cifar-10-images-jpg.
-Time here (2 CPU cores): about 4 minutes per epoch, so hours for the sweep;
-results in WORKSPACE.md.
+Time here (2 CPU cores): about 2.7 minutes per epoch, 40 epochs for the
+sweep; results in WORKSPACE.md.
 """
 
 import ml_collections
