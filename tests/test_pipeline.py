@@ -7,6 +7,7 @@ import pytest
 
 from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax.data import batch_ops, pipeline, sources, transforms
+from tinyimagenet_jax.errors import ConfigError
 
 
 def numbered_source(size: int) -> sources.ArraySource:
@@ -104,3 +105,40 @@ def test_batch_transform_mixes_whole_batches_reproducibly():
   np.testing.assert_allclose(first['image'],
                              weight * plain['image'] + (1 - weight) * plain['image'][::-1],
                              rtol=1e-6)
+
+
+def test_processes_read_their_own_rows_of_each_global_train_batch():
+  """Concatenated in process order, the processes' rows are the single-process batch,
+  across epoch ends (100 records: 3 batches of 32 an epoch, 4 dropped)."""
+  train, _ = transforms.make_preprocess(config_with_augmentation())
+  source = numbered_source(100)
+  whole = take(pipeline.iterate(pipeline.train_dataset(source, train, 32, seed=1), DATA), 7)
+  parts = [take(pipeline.iterate(pipeline.train_dataset(source, train, 32, 1, None, index, 4),
+                                 DATA), 7) for index in range(4)]
+  for step, expected in enumerate(whole):
+    for key in ('image', 'label'):
+      assert all(len(part[step][key]) == 8 for part in parts)
+      np.testing.assert_array_equal(np.concatenate([part[step][key] for part in parts]),
+                                    expected[key])
+
+
+@pytest.mark.parametrize('size', [97, 96, 5])
+def test_processes_get_as_many_eval_batches_and_together_the_single_process_ones(size):
+  """97 records in batches of 32 over 4 processes: the last global batch holds one real
+  record, so processes 1-3 get a batch of padding only, and no process runs short."""
+  source = numbered_source(size)
+  whole = list(pipeline.iterate(pipeline.eval_dataset(source, IDENTITY, 32), DATA))
+  parts = [list(pipeline.iterate(pipeline.eval_dataset(source, IDENTITY, 32, index, 4), DATA))
+           for index in range(4)]
+  assert [len(part) for part in parts] == [len(whole)] * 4 == [math.ceil(size / 32)] * 4
+  for step, expected in enumerate(whole):
+    for key in ('image', 'label', 'mask'):
+      np.testing.assert_array_equal(np.concatenate([part[step][key] for part in parts]),
+                                    expected[key])
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused():
+  with pytest.raises(ConfigError, match='multiples of 3'):
+    pipeline.train_dataset(numbered_source(40), IDENTITY, 16, 0, None, 0, 3)
+  with pytest.raises(ConfigError, match='multiples of 3'):
+    pipeline.eval_dataset(numbered_source(40), IDENTITY, 16, 0, 3)

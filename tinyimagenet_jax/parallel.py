@@ -55,9 +55,11 @@ def jit_train_step(mesh: Mesh, step_fn: Callable = steps.train_step):
 
 def compile_train_step(mesh: Mesh, state, host_batch: dict,
                        step_fn: Callable = steps.train_step):
-  """`jit_train_step` compiled ahead of time for batches shaped like `host_batch`."""
+  """`jit_train_step` compiled ahead of time for global batches of which `host_batch` is
+  this process's rows (as `put_batch` assembles them)."""
   sharding = batch_sharded(mesh)
-  batch = {key: jax.ShapeDtypeStruct(np.shape(value), np.asarray(value).dtype, sharding=sharding)
+  batch = {key: jax.ShapeDtypeStruct((len(value) * jax.process_count(), *np.shape(value)[1:]),
+                                     np.asarray(value).dtype, sharding=sharding)
            for key, value in host_batch.items()}
   return jit_train_step(mesh, step_fn).lower(state, batch).compile()
 

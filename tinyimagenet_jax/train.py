@@ -18,6 +18,7 @@ import threading
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
@@ -273,6 +274,20 @@ def start_over(workdir: str) -> None:
   shutil.rmtree(os.path.join(workdir, 'tensorboard'), ignore_errors=True)
 
 
+class NoMetricFiles:
+  """`writers.MetricWriter` writing nothing: with several JAX processes sharing one
+  workdir, only the first writes the metric files."""
+
+  def write(self, history: list[dict]) -> None:
+    del history
+
+  def write_steps(self, first_step: int, step_metrics: list[dict]) -> None:
+    del first_step, step_metrics
+
+  def close(self) -> None:
+    pass
+
+
 def initialise_from(state: TrainState, path: str) -> TrainState:
   """`state` with every parameter and batch statistic whose name and shape match
   those saved in another run's checkpoint (config.init_from)."""
@@ -322,18 +337,26 @@ def train_and_evaluate(
   state = parallel.put_replicated(state, mesh)
 
   os.makedirs(workdir, exist_ok=True)
+  # Several JAX processes (jax.distributed) share the workdir: each reads its own rows of
+  # every batch and saves its part of each checkpoint; only the first writes the other files.
+  process = {'process_index': jax.process_index(), 'process_count': jax.process_count()}
+  writes_files = jax.process_index() == 0
   if config.restart:
-    start_over(workdir)
+    if writes_files:
+      start_over(workdir)
+    if jax.process_count() > 1:  # the others wait until the old checkpoints are gone
+      multihost_utils.sync_global_devices('start over')
   checkpoints = checkpoint.Checkpoints(
       os.path.join(workdir, CHECKPOINTS), config.max_checkpoints_to_keep,
       config.keep_best_checkpoints, config.best_metric, config.best_mode)
   saved_config = checkpoints.saved_config()
   if saved_config is not None:
     check_resumable(saved_config, config, workdir)
-  _write_config(config, workdir)
+  if writes_files:
+    _write_config(config, workdir)
   stream = pipeline.iterate(
       pipeline.train_dataset(splits.train, train_transform, config.batch_size, config.seed,
-                             batch_ops.make_batch_transform(config)),
+                             batch_ops.make_batch_transform(config), **process),
       config.data)
   restored = checkpoints.restore_latest(state, stream)
   if restored is not None:
@@ -347,12 +370,14 @@ def train_and_evaluate(
       state = parallel.put_replicated(initialise_from(state, config.init_from), mesh)
 
   eval_step = parallel.jit_eval_step(mesh, eval_step_fn)
-  eval_sets = {name: pipeline.eval_dataset(source, eval_transform, config.eval_batch_size)
+  eval_sets = {name: pipeline.eval_dataset(source, eval_transform, config.eval_batch_size,
+                                           **process)
                for name, source in splits.evals.items()}
-  writer = writers.MetricWriter(workdir)
+  writer = writers.MetricWriter(workdir) if writes_files else NoMetricFiles()
   history = progress.history
-  writers.write_history_files(workdir, history)
-  writers.truncate_steps(workdir, len(history) * steps_per_epoch)
+  if writes_files:
+    writers.write_history_files(workdir, history)
+    writers.truncate_steps(workdir, len(history) * steps_per_epoch)
   last_saved = checkpoints.latest_step()
   bar = None
   try:
@@ -397,7 +422,8 @@ def train_and_evaluate(
         record = epoch_record(epoch, steps_per_epoch, config.batch_size, progress.epoch_steps,
                               progress.epoch_seconds, results, members.member_count(config))
         history.append(record)
-        snapshots.save_if_chosen(state, epoch, config.snapshot_epochs, workdir)
+        if writes_files:
+          snapshots.save_if_chosen(state, epoch, config.snapshot_epochs, workdir)
         progress = checkpoint.Progress(history)
         writer.write(history)
         checkpoints.save(state, stream, progress, config,
@@ -410,7 +436,7 @@ def train_and_evaluate(
     stream.close()
     writer.close()
     checkpoints.close()
-  if config.write_plots and history:
+  if config.write_plots and history and writes_files:
     title = f'{config.model.name} on {config.data.name}'
     curves.plot_history(history, os.path.join(workdir, CURVES_PNG), title=title)
     curves.plot_steps(writers.read_steps(workdir), os.path.join(workdir, SCHEDULE_PNG),
