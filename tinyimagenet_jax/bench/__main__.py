@@ -6,11 +6,15 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from tinyimagenet_jax.bench import common, io
+from tinyimagenet_jax.bench import common, io, memory, pipeline_vs_tfdata, scaling
 
 BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'pipeline': io.pipeline_throughput,
     'checkpoint': io.checkpoint_cost,
+    'pipeline_vs_tfdata': pipeline_vs_tfdata.pipeline_vs_tfdata,
+    'step_waits': pipeline_vs_tfdata.step_waits,
+    'memory': memory.memory_over_epochs,
+    'scaling': scaling.scaling,
 }
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to measure, where one is needed.')
