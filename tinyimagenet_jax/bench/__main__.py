@@ -6,7 +6,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from tinyimagenet_jax.bench import common, io, memory, pipeline_vs_tfdata, scaling
+from tinyimagenet_jax.bench import common, io, memory, pipeline_vs_tfdata, scaling, train_step
 
 BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'pipeline': io.pipeline_throughput,
@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'step_waits': pipeline_vs_tfdata.step_waits,
     'memory': memory.memory_over_epochs,
     'scaling': scaling.scaling,
+    'train_step': train_step.train_step_speed,
 }
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to measure, where one is needed.')
