@@ -1,10 +1,15 @@
 """K members as one vmapped program: the same per-member results as K separate runs."""
 
+import jax
+from jax import lax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from tinyimagenet_jax import members, snapshots, train, writers
+from tinyimagenet_jax import members, snapshots, steps, train, writers
 from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.models import lenet, member_ops
 
 RESULT_KEYS = ('train_loss', 'train_accuracy', 'test_loss', 'test_top1', 'test_top5')
 
@@ -105,3 +110,97 @@ def test_member_mistakes_are_one_line(short_config, key, value, message):
   short_config.members[key] = value
   with pytest.raises(ConfigError, match=message):
     members.validate_members(short_config)
+
+
+@pytest.fixture(scope='module')
+def lenet_members():
+  """A stacked LeNet-5 state of 3 members (16x16x3 inputs, 10 classes) and two batches."""
+  tx = optax.chain(optax.sgd(0.1), members.scale_updates())
+  state = members.create_member_states(lenet.LeNet5(num_classes=10), tx, [0, 1, 2],
+                                       [1.0, 0.5, 2.0], (16, 16, 3))
+  rng = np.random.default_rng(0)
+  batches = [{'image': jnp.asarray(rng.normal(size=(8, 16, 16, 3)), jnp.float32),
+              'label': jnp.asarray(rng.integers(0, 10, 8), jnp.int32)} for _ in range(2)]
+  return state, batches
+
+
+@pytest.mark.parametrize('formulation', member_ops.FORMULATIONS)
+def test_member_formulations_match_separate_steps(lenet_members, formulation):
+  stacked, batches = lenet_members
+  separate = [members.member_state(stacked, index) for index in range(3)]
+  member_train = jax.jit(members.member_step(steps.train_step, formulation))
+  single_train = jax.jit(steps.train_step)
+  for batch in batches:
+    stacked, metrics = member_train(stacked, batch)
+    for index in range(3):
+      separate[index], alone = single_train(separate[index], batch)
+      np.testing.assert_allclose(metrics['loss'][index], alone['loss'], rtol=2e-5)
+      np.testing.assert_allclose(metrics['grad_norm'][index], alone['grad_norm'], rtol=2e-5)
+  for index in range(3):
+    got = jax.tree.leaves(members.member_state(stacked, index).params)
+    for leaf, want in zip(got, jax.tree.leaves(separate[index].params)):
+      np.testing.assert_allclose(leaf, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('formulation, grouped', [('vmap', True), ('fused', False)])
+def test_fused_members_have_no_grouped_convolutions(lenet_members, formulation, grouped):
+  stacked, batches = lenet_members
+  program = jax.jit(members.member_step(steps.train_step, formulation)).lower(
+      stacked, batches[0]).as_text()
+  assert ('feature_group_count = 3' in program) is grouped
+
+
+def _conv_loss(conv):
+  """A two-layer loss of (first kernel, second kernel, images): VALID then strided SAME."""
+  def loss(kernel, second, images):
+    hidden = jnp.tanh(conv(images, kernel, (1, 1), 'VALID', dimension_numbers=member_ops.NHWC))
+    out = conv(hidden, second, (2, 2), 'SAME', dimension_numbers=member_ops.NHWC)
+    return jnp.sum(out ** 2)
+  return loss
+
+
+@pytest.mark.parametrize('formulation', member_ops.FORMULATIONS)
+def test_member_conv_values_and_gradients_match_lax(formulation):
+  keys = jax.random.split(jax.random.key(0), 4)
+  images = jax.random.normal(keys[0], (2, 9, 9, 3))
+  kernels = jax.random.normal(keys[1], (4, 3, 3, 3, 5))
+  seconds = jax.random.normal(keys[2], (4, 3, 3, 5, 2))
+  grads = lambda conv: jax.value_and_grad(_conv_loss(conv), argnums=(0, 1, 2))
+  want = jax.vmap(grads(lax.conv_general_dilated), in_axes=(0, 0, None))(kernels, seconds, images)
+  with member_ops.batching(formulation):
+    got = jax.jit(jax.vmap(grads(member_ops.conv_general_dilated), in_axes=(0, 0, None)))(
+        kernels, seconds, images)
+  for leaf, reference in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(leaf, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+  per_member_images = jax.random.normal(keys[3], (4, 2, 9, 9, 3))  # one kernel, images per member
+  shared_kernel = jax.vmap(grads(member_ops.conv_general_dilated), in_axes=(None, None, 0))
+  with member_ops.batching(formulation):
+    got = jax.jit(shared_kernel)(kernels[0], seconds[0], per_member_images)
+  want = jax.vmap(grads(lax.conv_general_dilated), in_axes=(None, None, 0))(
+      kernels[0], seconds[0], per_member_images)
+  for leaf, reference in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(leaf, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+def test_member_conv_outside_vmap_is_lax_and_passes_other_kinds_through():
+  keys = jax.random.split(jax.random.key(1), 3)
+  images = jax.random.normal(keys[0], (2, 9, 9, 3))
+  kernel = jax.random.normal(keys[1], (3, 3, 3, 6))
+  second = jax.random.normal(keys[2], (3, 3, 6, 2))
+  grads = lambda conv: jax.value_and_grad(_conv_loss(conv), argnums=(0, 1, 2))(
+      kernel, second, images)
+  for leaf, reference in zip(jax.tree.leaves(grads(member_ops.conv_general_dilated)),
+                             jax.tree.leaves(grads(lax.conv_general_dilated))):
+    np.testing.assert_allclose(leaf, reference, rtol=1e-6, atol=1e-6 * np.abs(reference).max())
+  grouped = [conv(images[..., :2], kernel[:, :, :1], (1, 1), 'SAME', feature_group_count=2,
+                  dimension_numbers=member_ops.NHWC)
+             for conv in (member_ops.conv_general_dilated, lax.conv_general_dilated)]
+  np.testing.assert_array_equal(*grouped)
+
+
+@pytest.mark.parametrize('choice, one_program',
+                         [('auto', jax.default_backend() != 'cpu'), ('always', True),
+                          ('never', False)])
+def test_use_vmap_choices(short_config, choice, one_program):
+  short_config.members.vmap = choice
+  assert members.use_vmap(short_config) is one_program

@@ -6,7 +6,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from tinyimagenet_jax.bench import common, io, memory, pipeline_vs_tfdata, scaling, train_step
+from tinyimagenet_jax.bench import (common, io, members, memory, pipeline_vs_tfdata, scaling,
+                                    train_step)
 
 BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'pipeline': io.pipeline_throughput,
@@ -16,6 +17,7 @@ BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'memory': memory.memory_over_epochs,
     'scaling': scaling.scaling,
     'train_step': train_step.train_step_speed,
+    'members': members.members_speed,
 }
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to measure, where one is needed.')

@@ -1,0 +1,225 @@
+"""A convolution whose `jax.vmap` over K members picks a fast formulation.
+
+`conv_general_dilated` is `lax.conv_general_dilated` for one model (the same
+forward and gradients). Under the members' `jax.vmap` (`members.py`) its
+batching rule is chosen by `batching(name)`:
+
+- 'vmap': JAX's own rule. A shared input already meets all kernels in one
+  wide convolution, but an input and a kernel per member become one grouped
+  convolution (feature_group_count=K), which XLA CPU runs far slower than K
+  plain ones. Expected to win on GPU/TPU.
+- 'fused' (the CPU choice): an input shared by every member (the batch) meets
+  all K kernels in one convolution with K*D output channels; an input per
+  member with a shared kernel runs as one convolution over the members folded
+  into the batch axis; an input and a kernel per member run as K plain
+  convolutions unrolled in the one compiled program (so are their gradients).
+
+`custom_vmap` functions do not support reverse-mode autodiff in jax 0.10
+("Linearization failed to produce known values"), so the op is a `custom_vjp`
+whose forward pass and both gradients are `custom_vmap` functions.
+`batching('fused')` also sends every plain `nn.Conv` through the op (a Flax method
+interceptor), so model code needs no change.
+"""
+
+from collections.abc import Iterator
+import contextlib
+import contextvars
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+FORMULATIONS = ('vmap', 'fused')
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+_FORMULATION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    'member_conv_formulation', default=None)
+
+
+def default_formulation(backend: str) -> str:
+  """The formulation that wins on `backend`: 'fused' on CPU, JAX's own 'vmap' elsewhere."""
+  return 'fused' if backend == 'cpu' else 'vmap'
+
+
+def current_formulation() -> str:
+  """The formulation chosen by the innermost `batching`, else the backend's default."""
+  return _FORMULATION.get() or default_formulation(jax.default_backend())
+
+
+def _conv(x: jax.Array, w: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
+  """One NHWC convolution with explicit padding."""
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NHWC)
+
+
+def _input_grad(w: jax.Array, g: jax.Array, strides: tuple, pads: tuple,
+                x_shape: tuple) -> jax.Array:
+  """The gradient of `_conv` with respect to its input, for output cotangent `g`."""
+  x = jax.ShapeDtypeStruct(x_shape, g.dtype)
+  return jax.linear_transpose(lambda x_: _conv(x_, w, strides, pads), x)(g)[0]
+
+
+def _kernel_grad(x: jax.Array, g: jax.Array, strides: tuple, pads: tuple,
+                 w_shape: tuple) -> jax.Array:
+  """The gradient of `_conv` with respect to its kernel, for output cotangent `g`."""
+  w = jax.ShapeDtypeStruct(w_shape, g.dtype)
+  return jax.linear_transpose(lambda w_: _conv(x, w_, strides, pads), w)(g)[0]
+
+
+def _wide_conv(x: jax.Array, ws: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
+  """x (B,H,W,C) shared, ws (K,kh,kw,C,D) -> (K,B,Ho,Wo,D): one conv with K*D outputs."""
+  k, kh, kw, c, d = ws.shape
+  y = _conv(x, jnp.moveaxis(ws, 0, -2).reshape(kh, kw, c, k * d), strides, pads)
+  return jnp.moveaxis(y.reshape(*y.shape[:-1], k, d), -2, 0)
+
+
+def _folded_conv(xs: jax.Array, w: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
+  """xs (K,B,H,W,C), w shared -> (K,B,Ho,Wo,D): the members folded into the batch axis."""
+  y = _conv(xs.reshape(-1, *xs.shape[2:]), w, strides, pads)
+  return y.reshape(*xs.shape[:2], *y.shape[1:])
+
+
+def _each_member(fn, *stacked: jax.Array) -> jax.Array:
+  """`fn` on every member's slice of the stacked arrays, unrolled, restacked."""
+  return jnp.stack([fn(*(array[k] for array in stacked)) for k in range(stacked[0].shape[0])])
+
+
+def _broadcast(array: jax.Array, batched: bool, size: int) -> jax.Array:
+  """`array` with a leading member axis of `size`, added when it has none."""
+  return array if batched else jnp.broadcast_to(array, (size, *array.shape))
+
+
+def _plain_rule(fn, size: int, in_batched: list[bool], *args) -> tuple[jax.Array, bool]:
+  """JAX's own batching of `fn` ('vmap')."""
+  in_axes = [0 if batched else None for batched in in_batched]
+  return jax.vmap(fn, in_axes=in_axes, axis_size=size)(*args), True
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_ops(strides: tuple, pads: tuple, x_shape: tuple, w_shape: tuple):
+  """Forward, input gradient and kernel gradient of one convolution, as custom_vmap functions."""
+
+  @jax.custom_batching.custom_vmap
+  def forward(x, w):
+    return _conv(x, w, strides, pads)
+
+  @forward.def_vmap
+  def forward_rule(size, in_batched, x, w):
+    if current_formulation() == 'vmap':
+      return _plain_rule(forward.fun, size, in_batched, x, w)
+    x_batched, w_batched = in_batched
+    if not x_batched:
+      return _wide_conv(x, w, strides, pads), True
+    if not w_batched:
+      return _folded_conv(x, w, strides, pads), True
+    return _each_member(lambda x1, w1: _conv(x1, w1, strides, pads), x, w), True
+
+  @jax.custom_batching.custom_vmap
+  def input_grad(w, g):
+    return _input_grad(w, g, strides, pads, x_shape)
+
+  @input_grad.def_vmap
+  def input_grad_rule(size, in_batched, w, g):
+    if current_formulation() == 'vmap':
+      return _plain_rule(input_grad.fun, size, in_batched, w, g)
+    w_batched, g_batched = in_batched
+    if not w_batched:
+      folded = jax.ShapeDtypeStruct((size, *x_shape), g.dtype)
+      return jax.linear_transpose(lambda xs: _folded_conv(xs, w, strides, pads), folded)(g)[0], True
+    g = _broadcast(g, g_batched, size)
+    return _each_member(lambda w1, g1: _input_grad(w1, g1, strides, pads, x_shape), w, g), True
+
+  @jax.custom_batching.custom_vmap
+  def kernel_grad(x, g):
+    return _kernel_grad(x, g, strides, pads, w_shape)
+
+  @kernel_grad.def_vmap
+  def kernel_grad_rule(size, in_batched, x, g):
+    if current_formulation() == 'vmap':
+      return _plain_rule(kernel_grad.fun, size, in_batched, x, g)
+    x_batched, g_batched = in_batched
+    if not x_batched:
+      wide = jax.ShapeDtypeStruct((size, *w_shape), g.dtype)
+      return jax.linear_transpose(lambda ws: _wide_conv(x, ws, strides, pads), wide)(g)[0], True
+    g = _broadcast(g, g_batched, size)
+    return _each_member(lambda x1, g1: _kernel_grad(x1, g1, strides, pads, w_shape), x, g), True
+
+  return forward, input_grad, kernel_grad
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def member_conv(x: jax.Array, w: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
+  """NHWC/HWIO convolution with explicit `pads`; see the module doc for its batching."""
+  return _batched_ops(strides, pads, x.shape, w.shape)[0](x, w)
+
+
+def _member_conv_fwd(x, w, strides, pads):
+  """The convolution, keeping its input and kernel for the gradients."""
+  return member_conv(x, w, strides, pads), (x, w)
+
+
+def _member_conv_bwd(strides, pads, residuals, g):
+  """Input and kernel gradients, each a custom_vmap function batched by the formulation."""
+  x, w = residuals
+  _, input_grad, kernel_grad = _batched_ops(strides, pads, x.shape, w.shape)
+  return input_grad(w, g), kernel_grad(x, g)
+
+
+member_conv.defvjp(_member_conv_fwd, _member_conv_bwd)
+
+
+def _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+                 batch_group_count, precision, preferred_element_type) -> bool:
+  """Whether a convolution is the NHWC/HWIO, undilated, ungrouped kind `member_conv` handles."""
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC) if lhs.ndim == 4 else None
+  given = (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+           if dimension_numbers is not None and lhs.ndim == 4 else None)
+  return (lhs.ndim == 4 and given == nhwc and feature_group_count == 1 and batch_group_count == 1
+          and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
+          and precision is None and preferred_element_type is None)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None) -> jax.Array:
+  """`lax.conv_general_dilated` (same signature, nn.Conv's `conv_general_dilated` hook)
+  that batches over members as `batching` chooses; other kinds of convolution pass through."""
+  if not _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                      feature_group_count, batch_group_count, precision, preferred_element_type):
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count, precision, preferred_element_type)
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  pads = tuple((int(low), int(high)) for low, high in padding)
+  return member_conv(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+
+
+def _route_conv(next_fun, args, kwargs, context):
+  """Method interceptor: an `nn.Conv` with the default lax convolution runs through
+  `conv_general_dilated` instead, with its own parameters and settings."""
+  module = context.module
+  if (type(module) is not nn.Conv or context.method_name != '__call__'
+      or module.conv_general_dilated is not None or module.conv_general_dilated_cls is not None
+      or not module.has_variable('params', 'kernel')):
+    return next_fun(*args, **kwargs)
+  routed = module.clone(parent=None, name=None, conv_general_dilated=conv_general_dilated)
+  return routed.apply({'params': module.variables['params']}, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def batching(formulation: str) -> Iterator[None]:
+  """Within: member convolutions batch as `formulation` ('vmap' or 'fused'); 'fused'
+  also routes every plain `nn.Conv` through `conv_general_dilated`."""
+  if formulation not in FORMULATIONS:
+    raise ValueError(f'Unknown member formulation {formulation!r}; choose one of {FORMULATIONS}')
+  token = _FORMULATION.set(formulation)
+  try:
+    if formulation == 'fused':
+      with nn.intercept_methods(_route_conv):
+        yield
+    else:
+      yield
+  finally:
+    _FORMULATION.reset(token)
