@@ -28,7 +28,7 @@ import threading
 import ml_collections
 
 from tinyimagenet_jax import train, writers
-from tinyimagenet_jax.bench import common
+from tinyimagenet_jax.bench import common, pipeline_vs_tfdata
 from tinyimagenet_jax.config import base_config
 from tinyimagenet_jax.data import sources
 
@@ -37,12 +37,9 @@ MEGABYTE = 2**20
 
 
 def conv4_config(locations: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """conv4 on two classes of the CIFAR-10 image folder, batch 128."""
-  config = base_config()
-  config.data.name, config.data.root = 'image_folder', locations.root
+  """conv4 on two classes of the CIFAR-10 image folder, batch 128 (the pipeline bench's case)."""
+  config = pipeline_vs_tfdata.cifar10_config(locations)
   config.data.classes = ('cat', 'dog')
-  config.augment.flip_prob, config.augment.pad_crop = 0.5, 4
-  config.model.name, config.batch_size = 'conv4', 128
   return config
 
 
