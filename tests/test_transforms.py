@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageEnhance
 import pytest
+from scipy import ndimage
 
 from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax.data import transforms
@@ -345,3 +346,43 @@ def test_preprocess_with_every_augmentation_pickles_and_replays_exactly():
     got = restored(record, np.random.default_rng(seed))
     np.testing.assert_array_equal(got['image'], expected['image'])
     assert got['image'].shape == (20, 24, 3) and got['image'].dtype == np.float32
+
+
+@pytest.mark.parametrize('shape', [(64, 64, 3), (13, 20, 3), (20, 13, 1)])
+@pytest.mark.parametrize('degrees', [7.3, -15.0, 37.5, 123.0])
+def test_rotate_matches_scipy_ndimage_rotate(shape, degrees):
+  x = image(4, shape)
+  reference = ndimage.rotate(x, degrees, axes=(1, 0), reshape=False, order=1, mode='nearest')
+  np.testing.assert_allclose(transforms.rotate(x, degrees), reference, atol=1e-6)
+
+
+PIXEL_MOVING_OPS = {
+    'pad_crop': functools.partial(transforms.pad_and_random_crop, pad=3),
+    'flip': functools.partial(transforms.random_flip, prob=0.5),
+    'translate': functools.partial(transforms.random_translate, fraction=0.3),
+    'crop': functools.partial(transforms.random_crop, size=7),
+}
+
+
+@pytest.mark.parametrize('name', PIXEL_MOVING_OPS)
+def test_pixel_moving_ops_keep_uint8_and_commute_with_to_float(name):
+  op, pixels = PIXEL_MOVING_OPS[name], uint8_image()
+  for seed in range(10):
+    moved = op(pixels, np.random.default_rng(seed))
+    assert moved.dtype == np.uint8
+    np.testing.assert_array_equal(transforms.to_float(moved),
+                                  op(transforms.to_float(pixels), np.random.default_rng(seed)))
+
+
+def test_preprocess_on_uint8_equals_every_op_on_the_float_image():
+  config = all_augmentations_config()
+  config.data.mean, config.data.std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
+  train, _ = transforms.make_preprocess(config)
+  record = {'image': uint8_image(), 'label': 4}
+  for seed in range(10):
+    rng = np.random.default_rng(seed)
+    expected = transforms.to_float(record['image'])
+    for augment in train.augmentations:
+      expected = augment(expected, rng)
+    expected = transforms.normalize(expected, config.data.mean, config.data.std)
+    np.testing.assert_array_equal(train(record, np.random.default_rng(seed))['image'], expected)
