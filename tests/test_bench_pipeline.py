@@ -11,7 +11,7 @@ import pytest
 
 from tinyimagenet_jax.bench import memory
 from tinyimagenet_jax.bench import pipeline_vs_tfdata as bench
-from tinyimagenet_jax.data import pipeline, sources, transforms
+from tinyimagenet_jax.data import decoded_cache, pipeline, sources, transforms
 
 tf = pytest.importorskip('tensorflow')
 
@@ -29,7 +29,7 @@ def smooth_image(height: int, width: int, mode: str, seed: int) -> Image.Image:
 
 
 def locations(root: str = '') -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({'root': root, 'data_dir': ''})
+  return ml_collections.ConfigDict({'root': root, 'data_dir': '', 'cache_dir': ''})
 
 
 def first_tf_batch(dataset) -> dict:
@@ -76,6 +76,24 @@ def test_tf_reference_parses_serialized_records_as_grain(case):
       records, bench.tf_preprocess(config, train_mode=False), len(records), shuffle_seed=None))
   np.testing.assert_array_equal(tf_batch['label'], [0, 1, 2])
   np.testing.assert_allclose(tf_batch['image'], np.stack(expected), atol=1e-5)
+
+
+def test_tf_reference_reads_the_decoded_cache_as_grain(tmp_path):
+  for index in range(3):
+    folder = tmp_path / 'train' / f'class{index % 2}'
+    folder.mkdir(parents=True, exist_ok=True)
+    smooth_image(64, 64, 'RGB', index).save(folder / f'{index}.png')
+  config = bench.CASES['tiny64_decoded'](locations(str(tmp_path)))
+  assert config.data.decoded_cache
+  source = decoded_cache.decoded(sources.image_folder(str(tmp_path), 'train'),
+                                 str(tmp_path / 'cache'))
+  _, eval_transform = transforms.make_preprocess(config)
+  grain_batch = pipeline.eval_dataset(source, eval_transform, 3)[0]
+  tf_batch = first_tf_batch(bench.tf_pixels_dataset(
+      np.stack([source[i]['image'] for i in range(3)]), source.labels,
+      bench.tf_preprocess(config, train_mode=False), 3, shuffle_seed=None))
+  np.testing.assert_array_equal(tf_batch['label'], grain_batch['label'])
+  np.testing.assert_allclose(tf_batch['image'], grain_batch['image'], atol=1e-6)
 
 
 @pytest.mark.parametrize('degrees', [-15.0, 7.5, 90.0])

@@ -49,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_workers = 0  # grain worker processes (0: decode in threads)
   c.data.num_threads = 2  # grain reader threads per process
   c.data.prefetch_batches = 4
+  # Decode each split once into <cache_dir>/<key>.npy and read the pixels from there
+  # (tinyimagenet_jax.data.decoded_cache); '' = ~/.cache/tinyimagenet_jax/decoded.
+  c.data.decoded_cache = False
+  c.data.cache_dir = ''
   # Per-channel normalisation after scaling pixels to [0, 1]; empty = none.
   c.data.mean = ()
   c.data.std = ()

@@ -25,7 +25,8 @@ _WHAT = flags.DEFINE_enum('what', 'pipeline', list(BENCHMARKS), 'What to measure
 _BATCHES = flags.DEFINE_integer('batches', 100, 'Batches (or steps) to time.')
 _WARMUP = flags.DEFINE_integer('warmup', 5, 'Batches (or steps) run before timing.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Alternations of side-by-side contenders.')
-_MODELS = flags.DEFINE_list('models', [], 'Models to measure, where the benchmark takes a list.')
+_MODELS = flags.DEFINE_list(
+    'models', [], 'Models (pipeline benchmarks: cases) to measure, where the benchmark takes a list.')
 _JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.')
 
 

@@ -12,6 +12,10 @@ consumes on one device (above 1, the pipeline can keep up). The cases:
                 + rotation up to 15 degrees, normalised, batch 256, tiny_m1
     alexnet224  Tiny ImageNet, resize 256, random crop 224, flip, normalised,
                 batch 64, alexnet
+    cifar10_decoded, tiny64_decoded
+                the same, the pixels read from the decoded cache
+                (`config.data.decoded_cache`, in --config.data.cache_dir); tf.data
+                then maps the same ops over TF_RECORDS of the same decoded images
 
 tf.data decodes JPEGs with the IDCT that PIL uses (`INTEGER_ACCURATE`), so both
 see the same pixels. For Tiny ImageNet it parses the same serialized TFDS
@@ -44,7 +48,7 @@ import numpy as np
 from tinyimagenet_jax import models, optim, parallel, train
 from tinyimagenet_jax.bench import common
 from tinyimagenet_jax.config import base_config
-from tinyimagenet_jax.data import batch_ops, pipeline, sources, transforms
+from tinyimagenet_jax.data import batch_ops, decoded_cache, pipeline, sources, transforms
 from tinyimagenet_jax.state import create_train_state
 
 GRAIN_WORKERS = (0, 2)
@@ -92,17 +96,35 @@ def alexnet224_config(locations: ml_collections.ConfigDict) -> ml_collections.Co
   return config
 
 
+def decoded(case: Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]
+            ) -> Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]:
+  """`case` reading its pixels from the decoded cache (in --config.data.cache_dir)."""
+
+  def config_fn(locations: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    config = case(locations)
+    config.data.decoded_cache, config.data.cache_dir = True, locations.cache_dir
+    return config
+
+  return config_fn
+
+
 CASES: dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]] = {
     'cifar10': cifar10_config,
     'tiny64': tiny64_config,
     'alexnet224': alexnet224_config,
+    'cifar10_decoded': decoded(cifar10_config),
+    'tiny64_decoded': decoded(tiny64_config),
 }
 
 
 def chosen_cases(args: common.Args, names: Sequence[str]) -> dict[str, ml_collections.ConfigDict]:
-  """The configs of the cases `names` whose data --config locates (data.root, data.data_dir)."""
+  """The configs of the cases --models names (else `names`) whose data --config locates
+  (data.root, data.data_dir)."""
   locations = args.require_config().data
-  configs = {name: CASES[name](locations) for name in names}
+  unknown = set(args.models) - set(CASES)
+  if unknown:
+    raise ValueError(f'no pipeline case {sorted(unknown)[0]!r}; the cases: {", ".join(CASES)}.')
+  configs = {name: CASES[name](locations) for name in args.models or names}
   return {name: config for name, config in configs.items()
           if (config.data.root if config.data.name == 'image_folder' else config.data.data_dir)}
 
@@ -241,6 +263,18 @@ def tf_records_dataset(records: Sequence[bytes], preprocess: Callable, batch_siz
                      shuffle_seed)
 
 
+def tf_pixels_dataset(images: np.ndarray, labels: np.ndarray, preprocess: Callable,
+                      batch_size: int, shuffle_seed: int | None = 0):
+  """tf.data batches {'image', 'label'} from decoded uint8 pixels held in memory."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def load(image, label):
+    return {'image': preprocess(image), 'label': tf.cast(label, tf.int32)}
+
+  pixels = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+  return _tf_batches(tf, pixels, load, batch_size, shuffle_seed)
+
+
 def serialized_records(source: sources.TfdsSource, count: int, seed: int) -> list[bytes]:
   """`count` of a TFDS source's records, drawn at random, as the bytes stored on disk."""
   raw = source.records.data_source
@@ -249,8 +283,14 @@ def serialized_records(source: sources.TfdsSource, count: int, seed: int) -> lis
 
 
 def tf_train_dataset(config: ml_collections.ConfigDict, source: Sequence):
-  """The tf.data reference for a case: its training ops on the same encoded images."""
+  """The tf.data reference for a case: its training ops on the same encoded images, or on
+  `TF_RECORDS` of the same decoded pixels (drawn at random) for a decoded-cache case."""
   preprocess = tf_preprocess(config, train_mode=True)
+  if isinstance(source, decoded_cache.DecodedSource):
+    chosen = np.sort(np.random.default_rng(config.seed).choice(
+        len(source), min(TF_RECORDS, len(source)), replace=False))
+    return tf_pixels_dataset(np.stack([source[int(i)]['image'] for i in chosen]),
+                             source.labels[chosen], preprocess, config.batch_size, config.seed)
   if isinstance(source, sources.ImageFolderSource):
     return tf_files_dataset(source.paths, source.labels, preprocess, config.batch_size,
                             config.seed)
@@ -367,7 +407,9 @@ def never_pause(step: int, is_last_step: bool) -> bool:
   return False
 
 
-def step_waits(args: common.Args, names: Sequence[str] = ('cifar10', 'tiny64')) -> list[dict]:
+def step_waits(args: common.Args,
+               names: Sequence[str] = ('cifar10', 'tiny64', 'cifar10_decoded', 'tiny64_decoded')
+               ) -> list[dict]:
   """Seconds of `batches` steps of the training loop fed by the real pipeline, by one cached
   host batch and by one cached device batch (medians of alternated turns), and their ratios."""
   rows = []

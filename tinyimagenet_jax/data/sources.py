@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from tinyimagenet_jax.data import decoded_cache
 from tinyimagenet_jax.errors import DataError
 from tinyimagenet_jax.errors import UserError
 
@@ -170,6 +171,12 @@ class ImageFolderSource:
     """The image's file name."""
     return os.path.basename(self.paths[index])
 
+  def fingerprint(self) -> str:
+    """Every file's path, size and modification time: a changed folder changes it."""
+    stats = (os.stat(path) for path in self.paths)
+    return '\n'.join(f'{path} {stat.st_size} {stat.st_mtime_ns}'
+                     for path, stat in zip(self.paths, stats))
+
 
 def _drop_unreadable(paths: list[str], labels: list[int], folder: pathlib.Path
                      ) -> tuple[list[str], list[int], tuple[str, ...]]:
@@ -288,6 +295,7 @@ class TfdsSource:
 
   records: Sequence
   class_names: tuple[str, ...]
+  origin: str = ''  # the prepared dataset's folder and the split
 
   def __len__(self) -> int:
     return len(self.records)
@@ -302,6 +310,10 @@ class TfdsSource:
     if file_name is None:
       return str(index)
     return os.path.basename(file_name.decode() if isinstance(file_name, bytes) else file_name)
+
+  def fingerprint(self) -> str:
+    """The prepared dataset's folder (name, config, version) and the split."""
+    return self.origin
 
 
 def _first_line(error: BaseException) -> str:
@@ -369,7 +381,8 @@ def prepared_source(builder, split: str, data: ml_collections.ConfigDict) -> Tfd
         f'TFDS dataset {name!r} cannot read split {split!r}'
         f' ({_first_line(error)}); check --config.data.train_split/eval_split.'
     ) from error
-  return TfdsSource(records, tuple(builder.info.features['label'].names))
+  return TfdsSource(records, tuple(builder.info.features['label'].names),
+                    f'{builder.data_dir}:{split}')
 
 
 def tiny_imagenet(data: ml_collections.ConfigDict, split: str,
@@ -441,8 +454,12 @@ def keep_classes(source: Sequence, names: Sequence[str], dataset: str) -> Sequen
 
 
 def load(data: ml_collections.ConfigDict, split: str) -> Sequence:
-  """The source named by `data.name` for one split, reduced to `data.classes` if given."""
-  return keep_classes(SOURCES[data.name](data, split), data.classes, data.name)
+  """The source named by `data.name` for one split, read from its decoded cache if
+  `data.decoded_cache`, reduced to `data.classes` if given."""
+  source = SOURCES[data.name](data, split)
+  if data.decoded_cache:
+    source = decoded_cache.decoded(source, data.cache_dir)
+  return keep_classes(source, data.classes, data.name)
 
 
 def load_for_prediction(data: ml_collections.ConfigDict, split: str) -> Sequence:
