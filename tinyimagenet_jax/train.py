@@ -8,6 +8,8 @@ stops the run with the step; SIGTERM/SIGINT save a checkpoint, then stop.
 
 from collections.abc import Callable, Iterator
 import contextlib
+import ctypes
+import ctypes.util
 import itertools
 import json
 import os
@@ -87,6 +89,25 @@ def is_finished(history: list[dict], config: ml_collections.ConfigDict) -> bool:
   return (len(history) >= config.num_epochs
           or reached_target(history, config.target_train_error)
           or stopped_early(history, config.early_stopping))
+
+
+# glibc mallopt's M_ARENA_MAX, and the arenas kept: per-epoch threads then share them.
+M_ARENA_MAX, MALLOC_ARENAS = -8, 2
+
+
+def cap_malloc_arenas() -> None:
+  """Caps glibc's malloc at MALLOC_ARENAS arenas (as MALLOC_ARENA_MAX=2 would); elsewhere nothing.
+
+  Each epoch's evaluation (grain's reader threads) and checkpoint (Orbax's saver
+  threads) run on fresh threads, and glibc gives new threads arenas of their own,
+  up to 8 per core, which keep what those threads freed: the resident memory rose
+  about 5 MB an epoch while the memory in use stayed flat. An explicit
+  MALLOC_ARENA_MAX in the environment is left to rule.
+  """
+  if 'MALLOC_ARENA_MAX' in os.environ:
+    return
+  with contextlib.suppress(OSError, AttributeError):
+    ctypes.CDLL(ctypes.util.find_library('c')).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 def resolve_steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int:
@@ -325,6 +346,7 @@ def train_and_evaluate(
   (saved at each epoch end, every `checkpoint_every_steps`, and on SIGTERM or
   SIGINT): the same parameters and metrics as a run never interrupted.
   """
+  cap_malloc_arenas()
   mesh = parallel.make_mesh()
   config_lib.validate(config, mesh.size)
   splits = sources.load_splits(config.data, config.seed)
