@@ -21,7 +21,7 @@ whose forward pass and both gradients are `custom_vmap` functions.
 interceptor), so model code needs no change.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import contextlib
 import contextvars
 import functools
@@ -115,35 +115,28 @@ def _batched_ops(strides: tuple, pads: tuple, x_shape: tuple, w_shape: tuple):
       return _folded_conv(x, w, strides, pads), True
     return _each_member(lambda x1, w1: _conv(x1, w1, strides, pads), x, w), True
 
-  @jax.custom_batching.custom_vmap
-  def input_grad(w, g):
-    return _input_grad(w, g, strides, pads, x_shape)
+  def gradient(own: Callable, transposed_conv: Callable, folded_shape: tuple):
+    """A custom_vmap gradient `own(operand, g)` of the convolution. Batched over members
+    with the operand shared, it is the transpose of the one-program `transposed_conv`
+    (folded_shape: its members' operands); otherwise one per member."""
+    op = jax.custom_batching.custom_vmap(own)
 
-  @input_grad.def_vmap
-  def input_grad_rule(size, in_batched, w, g):
-    if current_formulation() == 'vmap':
-      return _plain_rule(input_grad.fun, size, in_batched, w, g)
-    w_batched, g_batched = in_batched
-    if not w_batched:
-      folded = jax.ShapeDtypeStruct((size, *x_shape), g.dtype)
-      return jax.linear_transpose(lambda xs: _folded_conv(xs, w, strides, pads), folded)(g)[0], True
-    g = _broadcast(g, g_batched, size)
-    return _each_member(lambda w1, g1: _input_grad(w1, g1, strides, pads, x_shape), w, g), True
+    @op.def_vmap
+    def rule(size, in_batched, operand, g):
+      if current_formulation() == 'vmap':
+        return _plain_rule(own, size, in_batched, operand, g)
+      operand_batched, g_batched = in_batched
+      if not operand_batched:
+        members = jax.ShapeDtypeStruct((size, *folded_shape), g.dtype)
+        return jax.linear_transpose(lambda ys: transposed_conv(operand, ys), members)(g)[0], True
+      return _each_member(own, operand, _broadcast(g, g_batched, size)), True
 
-  @jax.custom_batching.custom_vmap
-  def kernel_grad(x, g):
-    return _kernel_grad(x, g, strides, pads, w_shape)
+    return op
 
-  @kernel_grad.def_vmap
-  def kernel_grad_rule(size, in_batched, x, g):
-    if current_formulation() == 'vmap':
-      return _plain_rule(kernel_grad.fun, size, in_batched, x, g)
-    x_batched, g_batched = in_batched
-    if not x_batched:
-      wide = jax.ShapeDtypeStruct((size, *w_shape), g.dtype)
-      return jax.linear_transpose(lambda ws: _wide_conv(x, ws, strides, pads), wide)(g)[0], True
-    g = _broadcast(g, g_batched, size)
-    return _each_member(lambda x1, g1: _kernel_grad(x1, g1, strides, pads, w_shape), x, g), True
+  input_grad = gradient(lambda w, g: _input_grad(w, g, strides, pads, x_shape),
+                        lambda w, xs: _folded_conv(xs, w, strides, pads), x_shape)
+  kernel_grad = gradient(lambda x, g: _kernel_grad(x, g, strides, pads, w_shape),
+                         lambda x, ws: _wide_conv(x, ws, strides, pads), w_shape)
 
   return forward, input_grad, kernel_grad
 
