@@ -1,11 +1,13 @@
 """Shared fixtures: parsed absl flags, the real data in ../shared/data, tiny configs."""
 
+import os
 import pathlib
 import shutil
 import subprocess
 import tarfile
 
 from absl import flags
+import jax
 import pytest
 
 from tinyimagenet_jax.config import base_config
@@ -14,6 +16,32 @@ from helpers import shared_archive
 
 # grain's worker processes read absl flags; outside launch.py nobody parses them.
 flags.FLAGS.mark_as_parsed()
+
+# Set to 0 to compile every program afresh, as before the session cache existed.
+COMPILE_CACHE_OPT_OUT = 'TINYIMAGENET_JAX_TEST_COMPILE_CACHE'
+
+
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin has made its factory
+def pytest_configure(config):
+  """One JAX compilation cache per test session, under the session's base temp folder.
+
+  Most tests train the same few small programs (digits_config's conv4, the
+  quickstart) in fresh processes or with freshly built jitted steps, and on a
+  2-core CPU compiling them costs far more than running them: with the cache each
+  distinct program compiles once per session and later runs load it. The cache
+  only reuses XLA's output for an identical program, so every run computes what it
+  did without it. It is set before anything compiles (JAX reads the directory
+  once, at its first compile) and through the environment for launch.py and the
+  other fresh interpreters the tests start.
+  """
+  if os.environ.get(COMPILE_CACHE_OPT_OUT) == '0':
+    return
+  factory = getattr(config, '_tmp_path_factory', None)
+  if factory is None:
+    return
+  path = str(factory.mktemp('jax_compile_cache', numbered=False))
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = path
+  jax.config.update('jax_compilation_cache_dir', path)
 
 
 def extract(name: str, tmp_path_factory) -> pathlib.Path:
