@@ -140,3 +140,15 @@ def test_cutmix_run_trains(digits_config, tmp_path):
   digits_config.augment.cutmix_alpha = 1.0
   _, history = train.train_and_evaluate(digits_config, str(tmp_path))
   assert np.isfinite(history[0]['train_loss']) and history[0]['test_top1'] > 0.1
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_sets_them(monkeypatch):
+  libc = mock.MagicMock()
+  monkeypatch.setattr(train.ctypes, 'CDLL', mock.MagicMock(return_value=libc))
+  monkeypatch.delenv('MALLOC_ARENA_MAX', raising=False)
+  train.cap_malloc_arenas()
+  libc.mallopt.assert_called_once_with(train.M_ARENA_MAX, train.MALLOC_ARENAS)
+  libc.mallopt.reset_mock()
+  monkeypatch.setenv('MALLOC_ARENA_MAX', '8')
+  train.cap_malloc_arenas()
+  libc.mallopt.assert_not_called()

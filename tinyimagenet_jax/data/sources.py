@@ -14,6 +14,7 @@ import io
 import os
 import pathlib
 import pickle
+import re
 
 from absl import logging
 import ml_collections
@@ -98,8 +99,10 @@ PIL_ERRORS = (OSError, SyntaxError, ValueError)
 
 
 def _pil_reason(error: BaseException, path: str) -> str:
-  """PIL's one-line reason, without the path that some of its messages repeat."""
-  return _first_line(error).replace(f' {path!r}', '')
+  """PIL's one-line reason, without the path or in-memory file object (`<_io.BytesIO object
+  at 0x...>`) that some of its messages repeat."""
+  reason = _first_line(error).replace(f' {path!r}', '')
+  return re.sub(r' <[\w.]+ object at 0x[0-9a-f]+>', '', reason)
 
 
 def _decode(path: str) -> np.ndarray:
