@@ -75,20 +75,22 @@ def cache_paths(source: Sequence, cache_dir: str) -> tuple[pathlib.Path, pathlib
 def decode_all(source: Sequence, images_path: pathlib.Path, labels_path: pathlib.Path) -> None:
   """Decodes every record of `source` in order (reader threads, a progress bar) into the files.
 
-  Writes to `.partial` names and renames the images last, so only a complete
-  build is ever found.
+  Both are written under names of this process's own and renamed into place,
+  the images last: only a complete build is ever found, and processes building
+  the same cache at once (several hosts of one run) do not write over each other.
   """
   shape = source[0]['image'].shape
   images_path.parent.mkdir(parents=True, exist_ok=True)
-  partial = images_path.with_name(images_path.name + '.partial')
-  images = np.lib.format.open_memmap(partial, 'w+', np.uint8, (len(source), *shape))
+  partial_images, partial_labels = (path.with_name(f'{path.name}.{os.getpid()}.partial.npy')
+                                    for path in (images_path, labels_path))
+  images = np.lib.format.open_memmap(partial_images, 'w+', np.uint8, (len(source), *shape))
   labels = np.empty(len(source), np.int64)
   records = grain.MapDataset.source(source).to_iter_dataset(
       grain.ReadOptions(num_threads=BUILD_THREADS))
   for index, record in enumerate(tqdm.tqdm(records, total=len(source), unit='img',
                                             desc=f'Decoding once into {images_path.name}')):
     if record['image'].shape != shape:
-      partial.unlink()
+      partial_images.unlink()
       raise DataError(
           f'config.data.decoded_cache needs images of one size; record {index}'
           f' ({source.name(index)}) is {record["image"].shape}, the first {shape}. Turn the'
@@ -96,8 +98,9 @@ def decode_all(source: Sequence, images_path: pathlib.Path, labels_path: pathlib
     images[index], labels[index] = record['image'], record['label']
   images.flush()
   del images
-  np.save(labels_path, labels)
-  os.replace(partial, images_path)
+  np.save(partial_labels, labels)
+  os.replace(partial_labels, labels_path)
+  os.replace(partial_images, images_path)
 
 
 def decoded(source: Sequence, cache_dir: str) -> Sequence:
