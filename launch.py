@@ -7,9 +7,7 @@ Mistakes a user can fix (flags, config file, config values, data) print one line
 """
 
 import os
-import re
 import sys
-import traceback
 from typing import NoReturn
 
 from absl import app
@@ -19,7 +17,7 @@ import ml_collections
 from ml_collections import config_flags
 
 USAGE_ERROR = 2  # the exit status of every mistake a user can fix
-HELP = 'see the flags with python launch.py --helpfull'
+HELP = 'fix the flag or the config file (python launch.py --helpfull lists the flags)'
 EXAMPLE_CONFIG = 'configs/quickstart.py'
 
 
@@ -89,97 +87,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
   return 0
 
 
-def config_argument(argv: list[str]) -> str | None:
-  """The value of --config in `argv` (the file, without a ':' argument), if given."""
-  for index, arg in enumerate(argv):
-    match = re.fullmatch(r'--?config(?:=(.*))?', arg)
-    if match:
-      value = match.group(1) if match.group(1) is not None else (argv[index + 1:] or [''])[0]
-      return value.split(':', 1)[0]
-  return None
+def summary(error: BaseException) -> str:
+  """What `error` says, up to its first blank line (a traceback may follow), for one line.
 
-
-def _innermost(error: BaseException) -> BaseException:
-  """The first exception of the chain that led to `error` (causes and contexts)."""
-  while (error.__cause__ or error.__context__) is not None:
-    error = error.__cause__ or error.__context__
-  return error
-
-
-def _raised_in(error: BaseException, path: str) -> bool:
-  """Whether `error` was raised while running (or compiling) the file at `path`."""
-  files = [frame.filename for frame in traceback.extract_tb(error.__traceback__)]
-  if isinstance(error, SyntaxError):
-    files.append(error.filename or '')
-  return any(f and os.path.abspath(f) == os.path.abspath(path) for f in files)
-
-
-def _first_line(error: BaseException) -> str:
-  """`error`'s message up to its first line break, without a trailing period."""
-  return (str(error).strip().splitlines() or [''])[0].rstrip('.')
-
-
-def _unknown_field_message(error: BaseException, argv: list[str]) -> str:
-  """An override naming no config field, with ml_collections' did-you-mean hint."""
-  hint = re.search(r'Did you mean "[^"]+" instead of "([^"]+)"\?', str(error))
-  missing = hint.group(1) if hint else re.sub(r"^'|'$", '', _first_line(_innermost(error)))
-  overrides = [a.split('=', 1)[0].lstrip('-') for a in argv if re.match(r'--?(no)?config\.', a)]
-  named = [o for o in overrides if missing in o.split('.')[1:]]
-  what = f'--{named[0]} names no config field' if named else f'no config field is named {missing!r}'
-  return (what + (f' ({hint.group(0)})' if hint else '')
-          + '; fix the name (the config file and tinyimagenet_jax/config.py list the fields).')
-
-
-def _bad_value_message(error: flags.IllegalFlagValueError) -> str:
-  """A flag value its parser refuses, e.g. --config.batch_size=abc."""
-  match = re.match(r'flag --([^=]+)=(.*?): ', _first_line(error))
-  if not match or match.group(1) not in flags.FLAGS:
-    return f'{_first_line(error)}; {HELP}.'
-  name, value = match.groups()
-  flag = flags.FLAGS[name]
-  kind = flag.parser.flag_type()
-  root = _innermost(error)
-  reason = str(root.args[0]) if root.args else type(root).__name__
-  article = 'an' if kind[0] in 'aeiou' else 'a'
-  return (f'--{name}={value} is not {article} {kind} ({reason}); pass {article} {kind},'
-          f' e.g. the value in the config file: --{name}={flag.default}.')
-
-
-def _missing_config_message(config_file: str | None) -> str | None:
-  """The error for a --config file that does not exist, or None if it does (or none is given)."""
-  if config_file is None or os.path.isfile(config_file):
-    return None
-  return (f'config file {config_file!r} does not exist; pass an experiment file,'
-          f' e.g. --config={EXAMPLE_CONFIG}.')
-
-
-def _not_a_config_message(config_file: str | None) -> str:
-  """The error for a --config file whose get_config() returns no ConfigDict."""
-  return (f'config file {config_file!r} gives no config; its get_config() must return a'
-          f' ConfigDict, as in {EXAMPLE_CONFIG}.')
-
-
-def flag_error_message(error: Exception, argv: list[str]) -> str:
-  """One line, '<what>; <fix>', for anything that went wrong parsing `argv`."""
-  config_file = config_argument(argv)
-  root = _innermost(error)
-  if missing := _missing_config_message(config_file):
-    return missing
-  if config_file and _raised_in(root, config_file):
-    return (f'config file {config_file!r} failed to load ({type(root).__name__}:'
-            f' {_first_line(root)}); fix the file.')
-  if isinstance(error, flags.UnrecognizedFlagError):
-    hint = re.search(r'Did you mean: (.*) \?', str(error))
-    suggestion = f' (did you mean --{hint.group(1)}?)' if hint else ''
-    return f'unknown flag --{error.flagname}{suggestion}; {HELP}.'
-  if isinstance(error, (KeyError, AttributeError)):
-    return _unknown_field_message(error, argv)
-  if isinstance(error, flags.IllegalFlagValueError):
-    if re.match(r'flag --config=None:', str(error)):
-      return (_not_a_config_message(config_file) if config_file else
-              f'--config is required; pass an experiment file, e.g. --config={EXAMPLE_CONFIG}.')
-    return _bad_value_message(error)
-  return f'{_first_line(error)}; {HELP}.'
+  An exception wrapping another as its only argument (ml_collections wraps the
+  KeyError of an unknown field) is unwrapped, and a KeyError says its argument:
+  its str() is the argument's repr.
+  """
+  while len(error.args) == 1 and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  text = text.strip().split('\n\n')[0].rstrip('.:') or type(error).__name__
+  return text if isinstance(error, flags.Error) else f'{type(error).__name__}: {text}'
 
 
 def fail(message: str) -> NoReturn:
@@ -188,25 +107,44 @@ def fail(message: str) -> NoReturn:
   sys.exit(USAGE_ERROR)
 
 
+def config_file_argument(argv: list[str]) -> str:
+  """The file --config names in `argv` ('' if none), found by absl's parser knowing only
+  that flag: the real --config flag loads the file while it parses."""
+  only_config = flags.FlagValues()
+  flags.DEFINE_string('config', '', 'Experiment config file.', flag_values=only_config)
+  only_config(argv, known_only=True)
+  return only_config.config.split(':', 1)[0]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, each mistake told in one line with status 2; --help still works."""
   try:
+    config_file = config_file_argument(argv)
+    if config_file and not os.path.isfile(config_file):
+      fail(f'config file {config_file!r} does not exist; pass an experiment file,'
+           f' e.g. --config={EXAMPLE_CONFIG}.')
     rest = flags.FLAGS(argv)
   except Exception as error:  # pylint: disable=broad-except
-    # The config file is user code, so anything can go wrong in it: all of it
-    # is a mistake to tell in one line. --help exits with SystemExit, not this.
-    fail(flag_error_message(error, argv))
+    # absl raises its flags.Error for a flag it does not know or a value it cannot
+    # parse, ml_collections a KeyError for an override naming no field, and the
+    # config file is user code: anything can go wrong in it. --help and fail()
+    # raise SystemExit, which this lets through.
+    fail(f'{summary(error)}; {HELP}.')
+  if not config_file:
+    fail(f'--config is required; pass an experiment file, e.g. --config={EXAMPLE_CONFIG}.')
   if not isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
-    config_file = config_argument(argv)
-    fail(_missing_config_message(config_file) or _not_a_config_message(config_file))
+    fail(f'config file {config_file!r} gives no config; its get_config() must return a'
+         f' ConfigDict, as in {EXAMPLE_CONFIG}.')
   if len(rest) > 1:
     fail(f'unexpected arguments {" ".join(rest[1:])!r}; pass everything as --name=value'
-         f' flags ({HELP}).')
+         ' flags.')
   return rest
 
 
 def main(argv: list[str]) -> None:
   del argv  # parse_flags refused any positional argument
+  from tinyimagenet_jax import tuning  # pylint: disable=g-import-not-at-top
+  tuning.apply()  # before anything starts JAX's backends
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   workdir = flags.FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename)
@@ -219,5 +157,4 @@ if __name__ == '__main__':
   flags.DEFINE_string(
       'workdir', None, 'Where metrics, plots and checkpoints go; rerunning resumes.'
       ' Default: runs/<config file name>.')
-  flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=parse_flags)

@@ -10,11 +10,14 @@ from absl import flags
 import jax
 import pytest
 
+from tinyimagenet_jax import tuning
 from tinyimagenet_jax.config import base_config
 
 from helpers import shared_archive
 
-# grain's worker processes read absl flags; outside launch.py nobody parses them.
+# The suite runs with the CPU tuning launch.py applies (before any test starts JAX), and
+# with parsed absl flags, which grain's worker processes read.
+tuning.apply()
 flags.FLAGS.mark_as_parsed()
 
 # Set to 0 to compile every program afresh, as before the session cache existed.

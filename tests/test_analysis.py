@@ -72,17 +72,6 @@ def test_probabilities_give_the_same_confusion_as_their_argmax():
       classwise.confusion_matrix(LABELS, classwise.as_predictions(probabilities), 4), CONFUSION)
 
 
-def test_scores_agree_with_scikit_learn_on_random_predictions():
-  metrics = pytest.importorskip('sklearn.metrics')
-  rng = np.random.default_rng(0)
-  labels, predictions = rng.integers(0, 7, 300), rng.integers(0, 7, 300)
-  predictions[predictions == 6] = 5  # class 6 is never predicted: precision 0
-  confusion = classwise.confusion_matrix(labels, predictions, 8)  # class 7 never occurs
-  np.testing.assert_array_equal(confusion[:7, :7], metrics.confusion_matrix(labels, predictions))
-  assert classwise.macro_f1(confusion) == pytest.approx(
-      metrics.f1_score(labels, predictions, average='macro', zero_division=0))
-
-
 def test_best_and_worst_rank_classes_with_examples_by_accuracy():
   accuracy = np.array([0.5, 0.9, 0.1, 0.0, 0.9, 0.3])
   support = np.array([10, 10, 10, 0, 10, 10])  # class 3 has no examples: never ranked
@@ -267,6 +256,29 @@ def test_tsne_separates_clusters_and_repeats_for_a_seed():
   assert np.mean(labels[distances.argmin(axis=1)] == labels) >= 0.98
   np.testing.assert_array_equal(tsne.tsne(features, perplexity=30, steps=400, seed=0), embedding)
   assert not np.allclose(tsne.tsne(features, perplexity=30, steps=400, seed=1), embedding)
+
+
+def test_tsne_is_as_good_as_scikit_learns_exact_tsne():
+  """KL(P || Q) at most 5% above scikit-learn's exact t-SNE's on the same features, and
+  trustworthiness within 0.01: the bar this module keeps to stay instead of sklearn's
+  TSNE (it is faster at the second report's 1,000 points; WORKSPACE.md has the figures)."""
+  manifold = pytest.importorskip('sklearn.manifold')
+  features, _ = clusters()
+  reduced = tsne.pca(features)
+  ours = tsne.tsne(reduced, perplexity=30, steps=1000, seed=0)
+  theirs = manifold.TSNE(perplexity=30, method='exact', random_state=0).fit_transform(reduced)
+  joint = np.asarray(tsne.joint_probabilities(reduced, 30.0), np.float64)
+  off_diagonal = ~np.eye(len(features), dtype=bool)
+
+  def kl(embedding: np.ndarray) -> float:
+    kernel = 1 / (1 + np.sum((embedding[:, None] - embedding[None]) ** 2, axis=-1))
+    q = kernel[off_diagonal] / kernel[off_diagonal].sum()
+    p = np.maximum(joint[off_diagonal], 1e-12)
+    return float(np.sum(p * np.log(p / q)))
+
+  assert kl(ours) <= 1.05 * kl(theirs)
+  assert manifold.trustworthiness(features, ours, n_neighbors=10) >= (
+      manifold.trustworthiness(features, theirs, n_neighbors=10) - 0.01)
 
 
 def test_tsne_rejects_a_perplexity_the_points_cannot_reach():

@@ -1,5 +1,7 @@
 """Every mistake a user can make, told as one line `error: <what>; <fix>` with status 2.
 
+Each row names what its message must mention (the setting, its value, the file),
+not the whole sentence, so rewording a message (ours or a library's) breaks no row.
 Most rows run `launch.run(config, workdir)` in-process (they fail before
 compiling, or after a tiny compile); the rows that need real flag parsing run
 launch.py in a fresh interpreter. `{tmp}` in a row stands for its tmp_path.
@@ -15,13 +17,10 @@ import pytest
 import launch
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data.tiny_imagenet import archive
-from tinyimagenet_jax.models import MODELS
 
 from helpers import run_launch
 
-UNREADABLE = ('remove or replace it, or set --config.data.skip_corrupt=True to skip'
-              ' unreadable images.')
-HELP = 'see the flags with python launch.py --helpfull'
+SKIP = 'config.data.skip_corrupt=True'  # the fix every unreadable-image message names
 
 
 def jpeg_bytes(seed: int) -> bytes:
@@ -83,62 +82,48 @@ IMAGES = {'data.name': 'image_folder', 'data.root': '{tmp}/images', 'batch_size'
 TINY = {'data.name': 'tiny_imagenet', 'data.data_dir': '{tmp}/tfds',
         'data.subset_classes': 3, 'data.subset_split': (10, 1, 1), 'data.eval_split': 'test'}
 
-# (id, setup(tmp) or None, config overrides on the digits config, expected message)
+# (id, setup(tmp) or None, config overrides on the digits config, what the message names)
 IN_PROCESS = [
-    ('unknown model', None, {'model.name': 'conv5'},
-     "config.model.name='conv5' is not a valid choice; choose one of: "
-     + ', '.join(sorted(MODELS))),
+    ('unknown model', None, {'model.name': 'conv5'}, ('config.model.name', 'conv5')),
     ('negative learning rate', None, {'optimizer.learning_rate': -0.1},
-     'config.optimizer.learning_rate=-0.1 must be a positive number.'),
-    ('label smoothing of 1', None, {'label_smoothing': 1.0},
-     'config.label_smoothing=1.0 must be in [0, 1).'),
-    ('mean without std', None, {'data.mean': (0.5,)},
-     'config.data.mean=(0.5,) and config.data.std=() must have one value per channel each.'),
+     ('config.optimizer.learning_rate', '-0.1')),
+    ('label smoothing of 1', None, {'label_smoothing': 1.0}, ('config.label_smoothing', '1.0')),
+    ('mean without std', None, {'data.mean': (0.5,)}, ('config.data.mean', 'config.data.std')),
     ('crop larger than the images', None, {'data.crop_size': 16},
-     'a 8x8 image is smaller than config.data.crop_size=16; set config.data.resize_shorter'
-     ' >= 16 or a smaller crop.'),
+     ('config.data.crop_size=16', '8x8')),
     ('batch larger than the training set', None, {'batch_size': 2048},
-     'config.batch_size=2048 is larger than the 1437 training examples; use a smaller batch.'),
+     ('config.batch_size=2048', '1437')),
     ('validation split that leaves nothing', None, {'data.validation_size': 1437.0},
-     'config.data.validation_size=1437.0 leaves no training examples out of 1437; use a'
-     ' smaller count or fraction.'),
+     ('config.data.validation_size=1437.0', '1437')),
     ('missing image folder root', None, {**IMAGES, 'data.root': '{tmp}/nowhere'},
-     "image folder '{tmp}/nowhere/test' does not exist; set --config.data.root to a folder"
-     ' holding <split>/<class>/*.jpg.'),
-    ('image folder without images', empty_class, IMAGES,
-     "image folder '{tmp}/images/test' holds no .jpg/.jpeg/.png files in class subfolders;"
-     ' expected <split>/<class>/<image>.'),
-    ('corrupt JPEG', corrupt_jpeg, IMAGES,
-     "'{tmp}/images/train/dog/x.jpg' is not a readable image (cannot identify image file); "
-     + UNREADABLE),
+     ('{tmp}/nowhere/test', 'config.data.root')),
+    ('image folder without images', empty_class, IMAGES, ('{tmp}/images/test',)),
+    ('corrupt JPEG', corrupt_jpeg, IMAGES, ('{tmp}/images/train/dog/x.jpg', SKIP)),
     ('corrupt JPEG read by a worker process', corrupt_jpeg, {**IMAGES, 'data.num_workers': 1},
-     "'{tmp}/images/train/dog/x.jpg' is not a readable image (cannot identify image file); "
-     + UNREADABLE),
+     ('{tmp}/images/train/dog/x.jpg', SKIP)),
     ('corrupt JPEG in the eval split', corrupt_test_jpeg, IMAGES,
-     "'{tmp}/images/test/cat/x.jpg' is not a readable image (cannot identify image file); "
-     + UNREADABLE),
-    ('truncated JPEG', truncated_jpeg, IMAGES,
-     "'{tmp}/images/train/dog/x.jpg' is not a readable image (image file is truncated"
-     ' (16 bytes not processed)); ' + UNREADABLE),
+     ('{tmp}/images/test/cat/x.jpg', SKIP)),
+    ('truncated JPEG', truncated_jpeg, IMAGES, ('{tmp}/images/train/dog/x.jpg', SKIP)),
     ('TFDS dataset offline with download off', None,
      {'data.name': 'mnist', 'data.data_dir': '{tmp}/tfds', 'data.download': False},
-     "TFDS dataset 'mnist' is not prepared in data_dir='{tmp}/tfds' and config.data.download"
-     ' is False; prepare it once online or point --config.data.data_dir at a prepared copy.'),
+     ("'mnist'", '{tmp}/tfds', 'config.data.download')),
     ('missing Tiny ImageNet manual_dir', None, {**TINY, 'data.manual_dir': '{tmp}/nowhere'},
-     "config.data.manual_dir='{tmp}/nowhere' is not a folder; create it and put the archives"
-     " of 'tiny_imagenet/subset3_10_1_1_seed0' in it, or leave it empty to download them."),
+     ("config.data.manual_dir='{tmp}/nowhere'",)),
     ('text file named tiny-imagenet-200.zip', text_named_zip,
      {**TINY, 'data.manual_dir': '{tmp}/manual'},
-     "'{tmp}/manual/tiny-imagenet-200.zip' is not a readable zip archive (File is not a zip"
-     f' file); download it again from {archive.URL}.'),
+     ('{tmp}/manual/tiny-imagenet-200.zip', archive.URL)),
     ('full Tiny ImageNet test split', None, {**TINY, 'data.subset_classes': 0},
-     "the full Tiny ImageNet 'test' split is unlabelled; evaluate on 'validation'"
-     ' (--config.data.eval_split=validation) or use a subset (--config.data.subset_classes=100).'),
+     ("'test'", 'config.data.eval_split=validation')),
     ('impossible Tiny ImageNet subset', None, {**TINY, 'data.subset_classes': 300},
-     'a Tiny ImageNet subset of 300 classes, (10, 1, 1) train/validation/test images per'
-     ' class and seed 0 is impossible; use 1 to 200 classes, at least 1 train image, at most'
-     ' 500 images per class in all, and a seed >= 0.'),
+     ('300 classes', '(10, 1, 1)')),
 ]
+
+
+def assert_error_line(line: str, names, tmp) -> None:
+  """`line` is an `error: ` line that mentions each of `names` ('{tmp}' stands for tmp)."""
+  assert line.startswith('error: '), line
+  for name in names:
+    assert name.format(tmp=tmp) in line, (name, line)
 
 
 def configured(config, overrides: dict, tmp: pathlib.Path):
@@ -150,9 +135,9 @@ def configured(config, overrides: dict, tmp: pathlib.Path):
   return config
 
 
-@pytest.mark.parametrize('setup, overrides, message', [row[1:] for row in IN_PROCESS],
+@pytest.mark.parametrize('setup, overrides, names', [row[1:] for row in IN_PROCESS],
                          ids=[row[0] for row in IN_PROCESS])
-def test_mistake_is_one_line_and_status_2(setup, overrides, message, digits_config,
+def test_mistake_is_one_line_and_status_2(setup, overrides, names, digits_config,
                                           tmp_path, capsys):
   if setup:
     setup(tmp_path)
@@ -160,7 +145,7 @@ def test_mistake_is_one_line_and_status_2(setup, overrides, message, digits_conf
   assert launch.run(config, str(tmp_path / 'run')) == 2
   err = capsys.readouterr().err
   assert 'Traceback' not in err
-  assert err.splitlines()[-1] == 'error: ' + message.format(tmp=tmp_path)
+  assert_error_line(err.splitlines()[-1], names, tmp_path)
 
 
 @pytest.mark.parametrize('setup', [corrupt_jpeg, truncated_jpeg])
@@ -187,76 +172,56 @@ def test_skip_corrupt_run_completes_and_reports_what_it_skipped(digits_config, t
   assert sum(str(truncated) in w or '/dog/x.jpg' in w for w in warnings) == 2
 
 
-# (extra command-line arguments after --config=configs/quickstart.py, expected message)
+# (extra command-line arguments after --config=configs/quickstart.py, what the message names)
 FLAG_ROWS = [
-    (['--config.optimizer.learnig_rate=0.1'],
-     '--config.optimizer.learnig_rate names no config field (Did you mean "learning_rate"'
-     ' instead of "learnig_rate"?); fix the name (the config file and'
-     ' tinyimagenet_jax/config.py list the fields).'),
-    (['--config.optimzer.learning_rate=0.1'],
-     '--config.optimzer.learning_rate names no config field (Did you mean "optimizer"'
-     ' instead of "optimzer"?); fix the name (the config file and tinyimagenet_jax/config.py'
-     ' list the fields).'),
-    (['--config.optimizer.warmup=1'],
-     '--config.optimizer.warmup names no config field; fix the name (the config file and'
-     ' tinyimagenet_jax/config.py list the fields).'),
-    (['--config.batch_size=abc'],
-     "--config.batch_size=abc is not an int (invalid literal for int() with base 10: 'abc');"
-     ' pass an int, e.g. the value in the config file: --config.batch_size=64.'),
-    (['--config.optimizer.learning_rate=fast'],
-     "--config.optimizer.learning_rate=fast is not a float (could not convert string to float:"
-     " 'fast'); pass a float, e.g. the value in the config file:"
-     ' --config.optimizer.learning_rate=0.05.'),
-    (['--workdri=/tmp/x'], f'unknown flag --workdri (did you mean --workdir?); {HELP}.'),
-    (['extra'], "unexpected arguments 'extra'; pass everything as --name=value flags"
-     f' ({HELP}).'),
+    (['--config.optimizer.learnig_rate=0.1'], ('learnig_rate',)),
+    (['--config.optimzer.learning_rate=0.1'], ('optimzer',)),
+    (['--config.optimizer.warmup=1'], ('warmup',)),
+    (['--config.batch_size=abc'], ('config.batch_size', 'abc')),
+    (['--config.optimizer.learning_rate=fast'], ('config.optimizer.learning_rate', 'fast')),
+    (['--workdri=/tmp/x'], ('workdri',)),
+    (['extra'], ("'extra'",)),
 ]
 
 
-@pytest.mark.parametrize('args, message', FLAG_ROWS, ids=[row[0][0] for row in FLAG_ROWS])
-def test_command_line_mistake_is_one_line_and_status_2(args, message, tmp_path):
+@pytest.mark.parametrize('args, names', FLAG_ROWS, ids=[row[0][0] for row in FLAG_ROWS])
+def test_command_line_mistake_is_one_line_and_status_2(args, names, tmp_path):
   result = run_launch('--config=configs/quickstart.py', *args, f'--workdir={tmp_path}/run',
                       timeout=120)
-  assert (result.returncode, result.stderr) == (2, f'error: {message}\n')
+  assert result.returncode == 2 and result.stderr.count('\n') == 1, result.stderr
+  assert_error_line(result.stderr.rstrip('\n'), names, tmp_path)
   assert not (tmp_path / 'run').exists()
 
 
-# (id, the config file's text or None for no file, extra arguments, expected message)
+# (id, the config file's text or None for no file, extra arguments, what the message names)
 CONFIG_FILES = [
-    ('missing', None, [], "config file '{tmp}/config.py' does not exist; pass an experiment"
-     ' file, e.g. --config=configs/quickstart.py.'),
+    ('missing', None, [], ('{tmp}/config.py', 'does not exist')),
     ('missing, with an override', None, ['--config.num_epochs=1'],
-     "config file '{tmp}/config.py' does not exist; pass an experiment file, e.g."
-     ' --config=configs/quickstart.py.'),
-    ('syntax error', 'def get_config(:\n', [],
-     "config file '{tmp}/config.py' failed to load (SyntaxError: invalid syntax (config.py,"
-     ' line 1)); fix the file.'),
+     ('{tmp}/config.py', 'does not exist')),
+    ('syntax error', 'def get_config(:\n', [], ('SyntaxError', 'config.py')),
     ('get_config raises', 'def get_config():\n  raise RuntimeError("no GPU here")\n',
-     ['--config.num_epochs=1'],
-     "config file '{tmp}/config.py' failed to load (RuntimeError: no GPU here); fix the file."),
+     ['--config.num_epochs=1'], ('RuntimeError', 'no GPU here')),
     ('get_config returns nothing', 'def get_config():\n  return None\n', [],
-     "config file '{tmp}/config.py' gives no config; its get_config() must return a"
-     ' ConfigDict, as in configs/quickstart.py.'),
+     ('{tmp}/config.py', 'get_config()')),
 ]
 
 
-@pytest.mark.parametrize('text, args, message', [row[1:] for row in CONFIG_FILES],
+@pytest.mark.parametrize('text, args, names', [row[1:] for row in CONFIG_FILES],
                          ids=[row[0] for row in CONFIG_FILES])
-def test_bad_config_file_is_one_line_and_status_2(text, args, message, tmp_path):
+def test_bad_config_file_is_one_line_and_status_2(text, args, names, tmp_path):
   path = tmp_path / 'config.py'
   if text is not None:
     path.write_text(text)
   result = run_launch(f'--config={path}', *args, f'--workdir={tmp_path}/run', timeout=120)
   assert result.returncode == 2 and 'Traceback' not in result.stderr
   # ml_collections itself warns first about a get_config() that returns None.
-  assert result.stderr.splitlines()[-1] == f'error: {message.format(tmp=tmp_path)}'
+  assert_error_line(result.stderr.splitlines()[-1], names, tmp_path)
 
 
 def test_missing_config_flag_is_one_line_and_status_2():
   result = run_launch(timeout=120)
-  assert (result.returncode, result.stderr) == (
-      2, 'error: --config is required; pass an experiment file, e.g.'
-      ' --config=configs/quickstart.py.\n')
+  assert result.returncode == 2 and result.stderr.count('\n') == 1, result.stderr
+  assert_error_line(result.stderr.rstrip('\n'), ('--config',), '')
 
 
 def test_help_still_works():
@@ -273,6 +238,5 @@ def test_unreadable_image_in_the_first_epoch_stops_the_command_with_one_line(tmp
       f'--config.data.root={tmp_path}/images', '--config.batch_size=5',
       '--config.eval_batch_size=4', f'--workdir={tmp_path}/run', timeout=300)
   assert result.returncode == 2 and 'Traceback' not in result.stderr
-  assert result.stderr.splitlines()[-1] == (
-      f"error: '{tmp_path}/images/train/dog/x.jpg' is not a readable image (cannot identify"
-      f' image file); {UNREADABLE}')
+  assert_error_line(result.stderr.splitlines()[-1], ('{tmp}/images/train/dog/x.jpg', SKIP),
+                    tmp_path)

@@ -3,6 +3,7 @@
 import pytest
 
 from tinyimagenet_jax import config as config_lib
+from tinyimagenet_jax import validation
 from tinyimagenet_jax.data.sources import SOURCES
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.models import MODELS
@@ -79,6 +80,12 @@ BAD_VALUES = [
     ('augment.cutmix_alpha', -1.0,
      'config.augment.cutmix_alpha=-1.0 must be a Beta(alpha, alpha) parameter >= 0, e.g. 0.2,'
      ' or 0 for off.'),
+    ('early_stopping.rule', 'never',
+     "config.early_stopping.rule='never' is not a valid choice; choose one of: , patience,"
+     ' rising'),
+    ('members.count', 0, 'config.members.count=0 must be a whole number of models >= 1.'),
+    ('mode', 'fit',
+     "config.mode='fit' is not a valid choice; choose one of: evaluate, predict, train"),
 ]
 
 
@@ -92,26 +99,35 @@ def with_value(key: str, value):
 @pytest.mark.parametrize('key, value, message', BAD_VALUES)
 def test_bad_value_gives_its_one_line_error(key, value, message):
   with pytest.raises(ConfigError) as error:
-    config_lib.validate(with_value(key, value), num_devices=1)
+    validation.validate(with_value(key, value), num_devices=1)
   assert str(error.value) == message
 
 
 def test_batch_not_divisible_by_devices():
   with pytest.raises(ConfigError) as error:
-    config_lib.validate(with_value('batch_size', 100), num_devices=8)
+    validation.validate(with_value('batch_size', 100), num_devices=8)
   assert str(error.value) == (
       'config.batch_size=100 is not divisible by the 8 devices; use a multiple of 8.')
 
 
+def test_the_first_mistake_in_the_fixed_order_is_the_one_reported():
+  config = with_value('optimizer.l2', -0.001)  # an optimizer section check ...
+  config.batch_size = 0  # ... after this run-level one
+  config.mode = 'fit'
+  with pytest.raises(ConfigError) as error:
+    validation.validate(config, num_devices=1)
+  assert str(error.value) == 'config.batch_size=0 must be a positive number.'
+
+
 def test_defaults_are_valid():
-  config_lib.validate(config_lib.base_config(), num_devices=8)
+  validation.validate(config_lib.base_config(), num_devices=8)
 
 
 def test_crop_larger_than_the_resize():
   config = with_value('data.resize_shorter', 256)
   config.data.crop_size = 300
   with pytest.raises(ConfigError) as error:
-    config_lib.validate(config, num_devices=1)
+    validation.validate(config, num_devices=1)
   assert str(error.value) == (
       'config.data.crop_size=300 must be at most config.data.resize_shorter=256, the side it'
       ' crops from.')
@@ -123,7 +139,7 @@ def test_the_reports_preprocessing_and_augmentations_are_valid():
   config.augment.update(translate=0.1, rotate_degrees=15.0, contrast=(0.7, 1.3),
                         color_jitter=(0.1, 0.1, 0.1), sharpness=(2.0, 0.1),
                         mixup_alpha=0.2, cutmix_alpha=1.0)
-  config_lib.validate(config, num_devices=1)
+  validation.validate(config, num_devices=1)
 
 
 @pytest.mark.parametrize('override, message', [
@@ -139,9 +155,3 @@ def test_launch_prints_one_line_and_exits_2(override, message, tmp_path):
   assert result.stderr.strip().splitlines()[-1] == message
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'checkpoints').exists()
-
-
-def test_epochs_to_steps():
-  assert config_lib.epochs_to_steps(10, 390) == 3900
-  assert config_lib.epochs_to_steps(0.5, 391) == 196
-  assert config_lib.epochs_to_steps(0.001, 10) == 1

@@ -83,6 +83,7 @@ def train_on_two_processes(config, workdir: str) -> None:
 def test_two_processes_train_like_one(digits_config, tmp_path):
   digits_config.model = ml_collections.ConfigDict({'name': 'mlp', 'hidden': (32,)})
   digits_config.steps_per_epoch = 3
+  digits_config.data.placement = 'host'  # the rows each process reads of every batch
   digits_config.write_plots = False
   two = str(tmp_path / 'two')
   digits_config.num_epochs = 1
@@ -101,7 +102,7 @@ def test_two_processes_train_like_one(digits_config, tmp_path):
                                rtol=1e-5, err_msg=key)
   assert two_history[-1]['step'] == 6
 
-  saved = checkpoint.Checkpoints(os.path.join(two, train.CHECKPOINTS), keep=2)
+  saved = checkpoint.Checkpoints(checkpoint.directory(two), keep=2)
   try:
     assert saved.all_steps() == [3, 6]
     restored = saved.restore_state(parallel.put_replicated(state, parallel.make_mesh()))

@@ -20,7 +20,8 @@ from configs import cifar100_lenet as cifar100_lenet_config
 from conftest import extract
 from tinyimagenet_jax import members, train, writers
 from tinyimagenet_jax.analysis import classwise
-from tinyimagenet_jax.config import base_config, validate
+from tinyimagenet_jax.config import base_config
+from tinyimagenet_jax.validation import validate
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.errors import ConfigError, DataError
 from tinyimagenet_jax.experiments import cifar100_lenet, common
@@ -42,13 +43,9 @@ def saved_config(run_dir) -> dict:
 
 
 def seed_histories(workdir, model: str, seeds: int) -> list[list[dict]]:
-  """The baseline's member histories: one vmapped run (GPU) or one run per seed (CPU)."""
-  stacked = workdir / f'baseline_{model}'
-  if stacked.exists():
-    history = writers.read_history(str(stacked))
-    return [members.member_history(history, index) for index in range(seeds)]
-  return [writers.read_history(str(workdir / common.member_run_name(f'baseline_{model}', i)))
-          for i in range(seeds)]
+  """The baseline's member histories, from its one run of stacked members."""
+  return members.member_histories(
+      writers.read_history(str(workdir / f'baseline_{model}')), seeds)
 
 
 @pytest.fixture(scope='module')
@@ -160,16 +157,11 @@ def test_evaluate_mode_names_exactly_the_trained_runs(smoke, monkeypatch):
         json.dumps(run_config.model.to_dict())), name
 
 
-def test_member_runs_are_named_as_they_train():
-  """One vmapped run on GPU/TPU; one run per seed on CPU (the smoke trains these)."""
+def test_member_runs_are_one_run_whatever_the_backend():
   config = base_config()
-  separate = common.variant(config, **{'members.vmap': 'never'})
-  stacked = common.variant(config, **{'members.vmap': 'always'})
-  runs = common.member_runs('b', separate, seeds=(4, 5))
-  assert list(runs) == ['b_member0', 'b_member1']
-  assert [tuple(run.members.seeds) for run in runs.values()] == [(4,), (5,)]
-  runs = common.member_runs('b', stacked, seeds=(4, 5))
+  runs = common.member_runs('b', config, seeds=(4, 5))
   assert list(runs) == ['b'] and tuple(runs['b'].members.seeds) == (4, 5)
+  assert tuple(runs['b'].members.learning_rates) == (config.optimizer.learning_rate,) * 2
 
 
 def write_stl10_metadata(data_dir: pathlib.Path) -> None:

@@ -2,7 +2,6 @@
 model's classes, filters and predictions, and every subset of the members as an ensemble."""
 
 import json
-import os
 
 import launch
 import numpy as np
@@ -10,20 +9,17 @@ import pytest
 from PIL import Image
 
 from configs import tiny_ensembles as tiny_ensembles_config
-from configs import tiny_models as tiny_models_config
+from tinyimagenet_jax import members as member_lib
 from tinyimagenet_jax import writers
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.errors import ConfigError
-from tinyimagenet_jax.experiments import common, tiny_ensembles
+from tinyimagenet_jax.experiments import tiny_ensembles
 
 from helpers import read_csv
 
-PREPARED_TINY_IMAGENET = '/tmp/tfds_data'  # a prepared `full` build, where one exists
-
-
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
-  """The smoke mode (three members, trained one after another on a CPU): (config, workdir)."""
+  """The smoke mode (three members, one stacked run): (config, workdir)."""
   config = tiny_ensembles_config.get_config('smoke')
   workdir = tmp_path_factory.mktemp('tiny_ensembles')
   assert launch.run(config, str(workdir)) == 0
@@ -76,8 +72,8 @@ def test_every_subset_of_members_is_an_ensemble(smoke):
   config, workdir = smoke
   count = len(config.ensembles.seeds)
   members = read_csv(workdir / 'members.csv')
-  histories = [final(workdir, common.member_run_name(tiny_ensembles.MEMBERS, index))
-               for index in range(count)]
+  histories = [history[-1] for history in member_lib.member_histories(
+      writers.read_history(str(workdir / tiny_ensembles.MEMBERS)), count)]
   assert [float(row['final_top1']) for row in members] == [h['test_top1'] for h in histories]
   assert [float(row['accuracy']) for row in members] == [h['test_top1'] for h in histories]
   subsets = read_csv(workdir / 'ensemble_subsets.csv')
@@ -91,24 +87,6 @@ def test_every_subset_of_members_is_an_ensemble(smoke):
   summary = read_summary(workdir)
   assert summary['ensemble']['accuracy'] == float(subsets[-1]['accuracy'])
   assert (workdir / 'ensemble_size.png').read_bytes()[:4] == b'\x89PNG'
-
-
-def test_vmapped_members_are_ensembled_like_separate_ones(tmp_path):
-  """The GPU path on a CPU: one stacked run gives each member's probabilities."""
-  config = tiny_ensembles_config.get_config('smoke')
-  config.members.vmap = 'always'
-  config.ensembles.update(member_model='tiny_m1', member_epochs=1, seeds=(0, 1),
-                          learning_rates=(0.01, 0.02))
-  runs = tiny_ensembles.member_runs(config)
-  assert list(runs) == [tiny_ensembles.MEMBERS]
-  histories = common.train_members(tiny_ensembles.MEMBERS, tiny_ensembles.member_base(config),
-                                   str(tmp_path), config.ensembles.seeds,
-                                   config.ensembles.learning_rates)
-  probabilities, labels = tiny_ensembles.member_probabilities(runs, str(tmp_path))
-  assert probabilities.shape == (2, len(labels), 10)
-  rows = tiny_ensembles.member_rows(config, runs, histories, probabilities, labels)
-  assert [row['run'] for row in rows] == [tiny_ensembles.MEMBERS] * 2
-  assert [row['accuracy'] for row in rows] == [row['final_top1'] for row in rows]
 
 
 class FakeRecords(list):
@@ -130,15 +108,6 @@ def test_class_words_are_the_first_words_txt_name_and_reading_stops_when_all_are
   assert tiny_ensembles.class_words(source) == ('spoon', 'school bus')
   assert FakeRecords.reads == 3  # the first record twice (the feature check), then the second
   assert tiny_ensembles.class_words(sources.digits('test'))[:2] == ('0', '1')
-
-
-@pytest.mark.skipif(not os.path.isdir(PREPARED_TINY_IMAGENET),
-                    reason=f'no prepared Tiny ImageNet in {PREPARED_TINY_IMAGENET}')
-def test_tiny_imagenet_classes_have_the_reports_names():
-  config = tiny_models_config.get_config()
-  config.data.data_dir, config.data.download = PREPARED_TINY_IMAGENET, False
-  words = tiny_ensembles.class_words(sources.load(config.data, 'validation'))
-  assert len(words) == 200 and {'school bus', 'wooden spoon'} <= set(words)
 
 
 def test_members_must_pair_a_seed_with_a_learning_rate():

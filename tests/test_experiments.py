@@ -94,8 +94,8 @@ def test_evaluate_and_predict_modes_read_the_saved_run(small, tmp_path, capsys):
   assert launch.run(small, str(tmp_path)) == 0
   lines = (tmp_path / 'predictions_test.txt').read_text().splitlines()
   assert [line.split()[0] for line in lines] == [str(i) for i in range(360)]
-  probabilities, labels = evaluation.split_probabilities(
-      evaluation.restore(small, str(tmp_path)), train.sources.digits('test'))
+  _, scores = evaluation.score_saved(small, str(tmp_path))
+  probabilities, labels = scores.probabilities, scores.labels
   assert [int(line.split()[1]) for line in lines] == probabilities.argmax(-1).tolist()
   assert np.mean(probabilities.argmax(-1) == labels) == pytest.approx(saved['top1'])
 

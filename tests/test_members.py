@@ -1,5 +1,7 @@
 """K members as one vmapped program: the same per-member results as K separate runs."""
 
+import re
+
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import pytest
 
 from tinyimagenet_jax import members, snapshots, steps, train, writers
 from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.experiments import common
 from tinyimagenet_jax.models import lenet, member_ops
 
 RESULT_KEYS = ('train_loss', 'train_accuracy', 'test_loss', 'test_top1', 'test_top5')
@@ -32,7 +35,7 @@ def test_vmapped_members_match_separate_runs(short_config, tmp_path):
     single.members.seeds, single.members.learning_rates = (seed,), ()
     single.optimizer.learning_rate = rate
     state, alone = train.train_and_evaluate(single, str(tmp_path / f'alone{index}'))
-    own = members.member_history(history, index)
+    own = members.member_histories(history, 2)[index]
     for record, reference in zip(own, alone):
       for key in RESULT_KEYS:
         np.testing.assert_allclose(record[key], reference[key], rtol=2e-5, atol=2e-6)
@@ -103,7 +106,7 @@ def test_snapshots_keep_the_chosen_epochs(short_config, tmp_path):
 
 @pytest.mark.parametrize('key, value, message', [
     ('seeds', (1, 2, 3), 'learning_rates has 2 entries but there are 3 members'),
-    ('vmap', 'sometimes', 'not a valid choice'),
+    ('formulation', 'sometimes', 'not a valid choice'),
 ])
 def test_member_mistakes_are_one_line(short_config, key, value, message):
   short_config.members.learning_rates = (0.1, 0.2)
@@ -198,9 +201,25 @@ def test_member_conv_outside_vmap_is_lax_and_passes_other_kinds_through():
   np.testing.assert_array_equal(*grouped)
 
 
-@pytest.mark.parametrize('choice, one_program',
-                         [('auto', jax.default_backend() != 'cpu'), ('always', True),
-                          ('never', False)])
-def test_use_vmap_choices(short_config, choice, one_program):
-  short_config.members.vmap = choice
-  assert members.use_vmap(short_config) is one_program
+def tree_listing(root) -> set[str]:
+  """Every path under `root` down to a checkpoint's items (below them Orbax names files by
+  content hashes), with TensorBoard's host- and time-stamped file names reduced to their kind."""
+  return {re.sub(r'events\.out\.tfevents\..*', 'events', str(path.relative_to(root)))
+          for path in root.rglob('*') if len(path.relative_to(root).parts) <= 4}
+
+
+def test_member_folders_are_the_same_whatever_the_formulation(short_config, tmp_path):
+  """An experiment's members write one run folder, with the same files, however their
+  convolutions batch (the backend's choice), so a study resumes on another backend."""
+  histories = {}
+  for formulation in member_ops.FORMULATIONS:
+    short_config.members.formulation = formulation
+    histories[formulation] = common.train_members(
+        'seeds', short_config, str(tmp_path / formulation), seeds=(0, 1))
+  listings = [tree_listing(tmp_path / formulation) for formulation in member_ops.FORMULATIONS]
+  assert listings[0] == listings[1] and 'seeds/metrics.jsonl' in listings[0]
+  assert not any(name.startswith('seeds_') for name in listings[0])
+  for vmapped, fused in zip(*histories.values()):
+    for got, want in zip(vmapped, fused):
+      for key in RESULT_KEYS:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-5, atol=2e-6)

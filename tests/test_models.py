@@ -283,8 +283,7 @@ def test_imagenet_stem_quarters_the_resolution_before_the_first_stage():
 
 
 def test_unknown_resnet_stem_names_the_valid_ones():
-  with pytest.raises(ConfigError, match=r"config.model.stem='cifar' is not a valid choice; "
-                                        r'choose one of: imagenet, small'):
+  with pytest.raises(ConfigError, match=r"config\.model\.stem='cifar'.*imagenet, small"):
     init_shapes('resnet18', (32, 32, 3), stem='cifar')
 
 
@@ -297,18 +296,17 @@ def test_activation_changes_the_function():
 
 
 def test_unknown_model_name_names_the_valid_ones():
-  with pytest.raises(ConfigError, match=r"config.model.name='vgg' is not a valid choice; "
-                                        r'choose one of: alexnet, cnn2, .*, vgg16$'):
+  with pytest.raises(ConfigError, match=r"config\.model\.name='vgg'.*alexnet, cnn2, .*, vgg16"):
     build('vgg')
 
 
 def test_unknown_model_option_names_the_valid_ones():
-  with pytest.raises(ConfigError, match=r"config.model.widht is not an option of 'conv4'; "
-                                        r'its options are: activation, filters, hidden, pooled_convs'):
+  with pytest.raises(ConfigError, match=r"config\.model\.widht.*'conv4'.*"
+                                        r'activation, filters, hidden, pooled_convs'):
     init('conv4', (32, 32, 3), widht=3)
 
 
 def test_unknown_activation_names_the_valid_ones():
-  with pytest.raises(ConfigError, match=r"config.model.activation='relu6' is not a valid choice; "
-                                        r'choose one of: leaky_relu, relu, sigmoid, tanh'):
+  with pytest.raises(ConfigError, match=r"config\.model\.activation='relu6'.*"
+                                        r'leaky_relu, relu, sigmoid, tanh'):
     init('conv4', (32, 32, 3), activation='relu6')

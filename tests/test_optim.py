@@ -8,6 +8,7 @@ import pytest
 
 from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax import optim
+from tinyimagenet_jax import validation
 from tinyimagenet_jax.errors import ConfigError
 
 
@@ -331,7 +332,7 @@ def test_malformed_freeze_entry_is_refused_by_validate(entry):
   config = config_lib.base_config()
   config.optimizer.freeze = ('block4@6', entry)
   with pytest.raises(ConfigError) as error:
-    config_lib.validate(config, num_devices=1)
+    validation.validate(config, num_devices=1)
   assert str(error.value) == (
       f"config.optimizer.freeze entry {entry!r} must be '<param path prefix>@<epoch>' with a"
       " whole number of epochs or inf, e.g. 'block5@3' or 'block1@inf'.")
@@ -340,4 +341,10 @@ def test_malformed_freeze_entry_is_refused_by_validate(entry):
 def test_the_reports_freeze_schedule_is_valid():
   config = config_lib.base_config()
   config.optimizer.freeze = ('block1@inf', 'block2@inf', 'block3@inf', 'block4@6', 'block5@3')
-  config_lib.validate(config, num_devices=1)
+  validation.validate(config, num_devices=1)
+
+
+def test_epochs_to_steps():
+  assert optim.epochs_to_steps(10, 390) == 3900
+  assert optim.epochs_to_steps(0.5, 391) == 196
+  assert optim.epochs_to_steps(0.001, 10) == 1

@@ -39,7 +39,11 @@ def assert_same_run(workdir, reference) -> None:
 
 
 LAUNCH_ARGS = ('--config=configs/quickstart.py', '--config.num_epochs=4',
-               '--config.progress_bar=False', '--config.checkpoint_every_steps=7')
+               '--config.progress_bar=False', '--config.checkpoint_every_steps=7',
+               '--config.data.placement=host')
+# The device path, two steps a call (a lax.scan), a checkpoint every 4 steps.
+DEVICE_ARGS = ('--config.data.placement=device', '--config.steps_per_call=2',
+               '--config.checkpoint_every_steps=4')
 
 
 def launch(workdir, *extra: str) -> subprocess.Popen:
@@ -48,14 +52,24 @@ def launch(workdir, *extra: str) -> subprocess.Popen:
                           text=True)
 
 
-@pytest.fixture(scope='module')
-def reference(tmp_path_factory):
-  """The quickstart config for 4 epochs, never interrupted."""
-  workdir = tmp_path_factory.mktemp('reference')
-  process = launch(workdir)
+def uninterrupted(workdir, *extra: str):
+  """`workdir` after the quickstart config ran 4 epochs in it, never interrupted."""
+  process = launch(workdir, *extra)
   _, err = process.communicate(timeout=600)
   assert process.returncode == 0, err[-3000:]
   return workdir
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """The quickstart config for 4 epochs on the host path, never interrupted."""
+  return uninterrupted(tmp_path_factory.mktemp('reference'))
+
+
+@pytest.fixture(scope='module')
+def device_reference(tmp_path_factory):
+  """The same on the device path with two steps a call."""
+  return uninterrupted(tmp_path_factory.mktemp('device_reference'), *DEVICE_ARGS)
 
 
 def saved_steps(workdir) -> set[int]:
@@ -101,6 +115,11 @@ def interrupt_three_times(workdir, rng: random.Random, max_delay: float, *extra:
 def test_kill_9_at_random_points_then_rerun_matches_the_uninterrupted_run(reference, tmp_path):
   assert interrupt_three_times(tmp_path, random.Random(0), 1.5) == 3
   assert_same_run(tmp_path, reference)
+
+
+def test_kill_9_on_the_device_path_with_several_steps_a_call(device_reference, tmp_path):
+  assert interrupt_three_times(tmp_path, random.Random(2), 1.5, *DEVICE_ARGS) == 3
+  assert_same_run(tmp_path, device_reference)
 
 
 def test_kills_during_saves_leave_a_restorable_checkpoint(reference, tmp_path):

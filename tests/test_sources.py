@@ -1,5 +1,6 @@
 """Sources: digits, image folders on the real CIFAR-10 JPEGs, TFDS under mock_data."""
 
+import pickle
 from unittest import mock
 
 import numpy as np
@@ -38,15 +39,14 @@ def test_image_folder_reads_the_real_cifar10(cifar10_folder):
 
 
 def test_image_folder_missing_path_is_one_clear_error(tmp_path):
-  with pytest.raises(DataError, match=r"image folder '.*/nowhere/train' does not exist; set"
-                                      r' --config.data.root'):
+  with pytest.raises(DataError, match=r'nowhere/train.*config\.data\.root'):
     sources.image_folder(str(tmp_path / 'nowhere'), 'train')
 
 
 def test_image_folder_without_images_is_one_clear_error(tmp_path):
   (tmp_path / 'train' / 'cat').mkdir(parents=True)
   (tmp_path / 'train' / 'cat' / 'notes.txt').write_text('no images here')
-  with pytest.raises(DataError, match=r'holds no \.jpg/\.jpeg/\.png files'):
+  with pytest.raises(DataError, match=r'/train\b.*\.jpg'):
     sources.image_folder(str(tmp_path), 'train')
 
 
@@ -64,9 +64,23 @@ def test_validation_split_partitions_train():
   assert not np.array_equal(other.indices, train.indices)
 
 
+def test_subset_views_relabel_keep_names_and_pickle():
+  source = sources.ArraySource(np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1),
+                               np.array([0, 1, 2, 0, 1, 2]), ('a', 'b', 'c'))
+  kept = sources.keep_classes(source, ('c', 'a'), 'toy')
+  assert kept.class_names == ('c', 'a') and len(kept) == 4
+  assert [(kept.name(i), kept[i]['label']) for i in range(4)] == [
+      ('0', 1), ('2', 0), ('3', 1), ('5', 0)]
+  train, val = sources.split_off_validation(kept, 1, seed=0)
+  assert train.class_names == val.class_names == ('c', 'a')
+  assert {train.name(i) for i in range(3)} | {val.name(0)} == {'0', '2', '3', '5'}
+  copy = pickle.loads(pickle.dumps(train))  # as grain worker processes receive it
+  assert [copy[i]['label'] for i in range(3)] == [train[i]['label'] for i in range(3)]
+
+
 def test_validation_split_that_leaves_nothing_is_refused():
   source = sources.ArraySource(np.zeros((10, 1, 1, 1), np.uint8), np.arange(10), ('x',))
-  with pytest.raises(DataError, match='leaves no training examples out of 10'):
+  with pytest.raises(DataError, match=r'config\.data\.validation_size=10\b.*\b10\b'):
     sources.split_off_validation(source, 10, seed=0)
 
 
@@ -94,10 +108,8 @@ def unprepared_mnist(tmp_path, download: bool):
 def test_tfds_unprepared_and_download_off_is_one_clear_error(tmp_path):
   with pytest.raises(DataError) as error:
     sources.tfds_source('mnist', 'train', unprepared_mnist(tmp_path, download=False))
-  assert str(error.value) == (
-      f"TFDS dataset 'mnist' is not prepared in data_dir='{tmp_path}' and"
-      ' config.data.download is False; prepare it once online or point'
-      ' --config.data.data_dir at a prepared copy.')
+  assert all(name in str(error.value) for name in ("'mnist'", str(tmp_path),
+                                                   'config.data.download'))
 
 
 def test_tfds_build_without_tensorflow_is_refused_before_downloading(tmp_path):
@@ -106,10 +118,7 @@ def test_tfds_build_without_tensorflow_is_refused_before_downloading(tmp_path):
     with pytest.raises(DataError) as error:
       sources.tfds_source('mnist', 'train', unprepared_mnist(tmp_path, download=True))
   prepare.assert_not_called()
-  assert str(error.value) == (
-      f"TFDS dataset 'mnist' is not prepared in data_dir='{tmp_path}'; building it needs"
-      " TensorFlow: pip install -e '.[build]' (online), or point --config.data.data_dir at"
-      ' a prepared copy.')
+  assert all(name in str(error.value) for name in ("'mnist'", str(tmp_path), '.[build]'))
 
 
 def test_tfds_failed_download_is_one_clear_error(tmp_path):
@@ -118,7 +127,6 @@ def test_tfds_failed_download_is_one_clear_error(tmp_path):
        mock.patch.object(tfds.core.DatasetBuilder, 'download_and_prepare', side_effect=offline):
     with pytest.raises(DataError) as error:
       sources.tfds_source('mnist', 'train', unprepared_mnist(tmp_path, download=True))
-  assert str(error.value) == (
-      f"TFDS dataset 'mnist' is not in data_dir='{tmp_path}' and could not be prepared"
-      ' (Failed to resolve storage.googleapis.com); go online, or put the archives in'
-      ' --config.data.manual_dir, or set --config.data.data_dir to a prepared copy.')
+  message = str(error.value)
+  assert all(name in message for name in ("'mnist'", str(tmp_path), 'config.data.manual_dir'))
+  assert 'Failed to resolve storage.googleapis.com' in message and '\n' not in message

@@ -26,6 +26,7 @@ from tinyimagenet_jax.data.tiny_imagenet.problems import FIX
 from tinyimagenet_jax.data.tiny_imagenet.problems import Problems
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.errors import DataError
+from tinyimagenet_jax.experiments import tiny_ensembles
 
 from helpers import REPO
 from helpers import run_python
@@ -543,6 +544,18 @@ def test_sources_read_the_built_subset_without_tensorflow(subset5):
                                                       'uint8', 'int')
   assert not tensorflow  # reading a prepared dataset never imports TensorFlow
   assert names == builder.info.features['label'].names
+
+
+def test_class_words_are_the_first_words_txt_names(subset5, tiny_root):
+  """The fifth report's per-class tables name classes by words.txt's first name."""
+  builder, _ = subset5
+  data = config_lib.base_config().data
+  data.name, data.data_dir, data.download = 'tiny_imagenet', str(builder.data_dir_root), False
+  data.subset_classes, data.subset_split, data.subset_seed = 5, (20, 5, 5), 0
+  source = sources.load(data, 'validation')
+  first_names = {wnid: words.split(',')[0].strip() for wnid, words in words_of(tiny_root).items()}
+  assert tiny_ensembles.class_words(source) == tuple(first_names[w] for w in source.class_names)
+  assert {'school bus', 'wooden spoon'} <= {first_names[w] for w in wnids_of(tiny_root)}
 
 
 def test_importing_sources_leaves_the_builder_unimported():

@@ -10,8 +10,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import conv4_relu
-from tinyimagenet_jax import train, writers
-from tinyimagenet_jax.data import pipeline, sources, transforms
+from tinyimagenet_jax import build, evaluation, train, writers
+from tinyimagenet_jax.data import sources
 
 
 def test_run_writes_every_promised_file(digits_config, tmp_path):
@@ -40,14 +40,29 @@ def test_run_writes_every_promised_file(digits_config, tmp_path):
 
 def test_evaluate_counts_each_test_example_once(digits_config, tmp_path):
   state, _ = train.train_and_evaluate(digits_config, str(tmp_path))
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
-  _, evaluation = transforms.make_preprocess(digits_config)
-  dataset = pipeline.eval_dataset(sources.digits('test'), evaluation, 96)
-  result = train.evaluate(state, train.parallel.jit_eval_step(mesh),
-                          pipeline.iterate(dataset, digits_config.data), mesh)
-  assert result['count'] == 360
+  digits_config.eval_batch_size = 96  # 360 = 3 * 96 + 72: the last batch is padded
+  run = build.build(digits_config, 'evaluate')
+  scores = evaluation.evaluate(run, state, 'test', keep_probabilities=True)
+  assert scores.metrics['count'] == 360 and scores.probabilities.shape == (360, 10)
   history = writers.read_history(str(tmp_path))
-  np.testing.assert_allclose(result['top1'], history[-1]['test_top1'])
+  for key in ('loss', 'top1', 'top5'):
+    np.testing.assert_allclose(scores.metrics[key], history[-1][f'test_{key}'], rtol=1e-6)
+  np.testing.assert_allclose(
+      np.mean(scores.probabilities.argmax(-1) == scores.labels), history[-1]['test_top1'])
+
+
+def test_evaluate_mode_reads_only_the_split_it_scores(digits_config, tmp_path):
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  digits_config.mode = 'evaluate'
+  loaded = []
+  real_digits = sources.SOURCES['digits']
+  with mock.patch.dict(sources.SOURCES, digits=lambda data, split: (
+      loaded.append(split), real_digits(data, split))[1]):
+    result = evaluation.evaluate_saved(digits_config, str(tmp_path))
+  assert loaded == ['test']
+  history = writers.read_history(str(tmp_path))
+  assert result['loss'] == pytest.approx(history[-1]['test_loss'], rel=1e-6)
+  assert result['count'] == 360
 
 
 def test_rerun_resumes_and_matches_an_uninterrupted_run(digits_config, tmp_path):
@@ -128,6 +143,7 @@ def test_conv4_relu_learns_on_real_cifar10(cifar10_folder, tmp_path):
   config.steps_per_epoch = 100
   config.num_epochs = 3
   config.progress_bar = False
+  config.data.placement = 'host'  # the grain pipeline on real JPEGs (the device path decodes all)
   _, history = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert len(history) == 3
   assert history[-1]['train_accuracy'] > 0.2
@@ -135,20 +151,11 @@ def test_conv4_relu_learns_on_real_cifar10(cifar10_folder, tmp_path):
   assert pathlib.Path(tmp_path, 'run', 'curves.png').exists()
 
 
-def test_cutmix_run_trains(digits_config, tmp_path):
-  digits_config.num_epochs = 1
+@pytest.mark.parametrize('placement', ['host', 'device'])
+def test_cutmix_run_trains(digits_config, tmp_path, placement):
+  digits_config.num_epochs = 3
   digits_config.augment.cutmix_alpha = 1.0
+  digits_config.data.placement = placement
   _, history = train.train_and_evaluate(digits_config, str(tmp_path))
-  assert np.isfinite(history[0]['train_loss']) and history[0]['test_top1'] > 0.1
-
-
-def test_malloc_arenas_are_capped_unless_the_environment_sets_them(monkeypatch):
-  libc = mock.MagicMock()
-  monkeypatch.setattr(train.ctypes, 'CDLL', mock.MagicMock(return_value=libc))
-  monkeypatch.delenv('MALLOC_ARENA_MAX', raising=False)
-  train.cap_malloc_arenas()
-  libc.mallopt.assert_called_once_with(train.M_ARENA_MAX, train.MALLOC_ARENAS)
-  libc.mallopt.reset_mock()
-  monkeypatch.setenv('MALLOC_ARENA_MAX', '8')
-  train.cap_malloc_arenas()
-  libc.mallopt.assert_not_called()
+  losses = [record['train_loss'] for record in history]
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]

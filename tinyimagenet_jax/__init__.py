@@ -1,5 +1,5 @@
-"""tinyimagenet_jax: pure-JAX, functional image-classification research code."""
+"""tinyimagenet_jax: pure-JAX, functional image-classification research code.
 
-from tinyimagenet_jax import xla_cpu
-
-xla_cpu.apply_defaults()
+Importing it (or any of its modules) changes nothing in the process; programs
+apply the machine tuning on purpose with `tinyimagenet_jax.tuning.apply()`.
+"""

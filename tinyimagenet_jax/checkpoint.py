@@ -3,7 +3,8 @@
 A checkpoint (`<workdir>/checkpoints/<step>/`) holds four items:
 
     state     the TrainState (arrays)
-    data      the grain iterator's position (grain.checkpoint)
+    data      the grain iterator's position (grain.checkpoint); absent on the
+              device path, where the step alone places the data
     progress  the metric history, the current epoch's per-step metrics so far
               (for a save in mid-epoch) and its elapsed seconds
     config    the run's config, to refuse resuming with one that would mix runs
@@ -26,9 +27,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from tinyimagenet_jax.errors import DataError
+from tinyimagenet_jax.errors import ConfigError, DataError
 from tinyimagenet_jax.models import pretrained
 from tinyimagenet_jax.state import TrainState, step_of
+
+
+CHECKPOINTS = 'checkpoints'
+
+
+def directory(workdir: str) -> str:
+  """Where a run's checkpoints live: `<workdir>/checkpoints`."""
+  return os.path.join(workdir, CHECKPOINTS)
 
 
 @dataclasses.dataclass
@@ -69,20 +78,20 @@ class Checkpoints:
     """The steps of every complete checkpoint kept, oldest first."""
     return sorted(self._manager.all_steps())
 
-  def save(self, state: TrainState, data: grain.DatasetIterator, progress: Progress,
+  def save(self, state: TrainState, data: grain.DatasetIterator | None, progress: Progress,
            config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
     """Starts saving in the background; the next save or `close` waits for it.
 
-    `metrics` (an epoch's eval results) rank the checkpoint for keep_best.
+    `data` is the host pipeline's iterator (None on the device path, where the
+    step alone says where the data is); `metrics` (an epoch's eval results) rank
+    the checkpoint for keep_best.
     """
-    self._manager.save(
-        step_of(state),
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data),
-            progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
-            config=ocp.args.JsonSave(config.to_dict())),
-        metrics=metrics)
+    items = dict(state=ocp.args.StandardSave(state),
+                 progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
+                 config=ocp.args.JsonSave(config.to_dict()))
+    if data is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data)
+    self._manager.save(step_of(state), args=ocp.args.Composite(**items), metrics=metrics)
 
   def saved_config(self) -> dict | None:
     """The config stored with the newest checkpoint, or None if there is none."""
@@ -92,20 +101,27 @@ class Checkpoints:
     return self._manager.restore(
         step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
 
-  def restore_latest(self, like: TrainState,
-                     data: grain.DatasetIterator) -> tuple[TrainState, Progress] | None:
-    """The newest state (shaped and sharded like `like`) and progress; moves `data` to
-    its saved position. None if there is no checkpoint."""
+  def restore_latest(self, like: TrainState, data: grain.DatasetIterator | None
+                     ) -> tuple[TrainState, Progress] | None:
+    """The newest state (shaped and sharded like `like`) and progress; moves `data` (the
+    host pipeline's iterator, None on the device path) to its saved position. None if
+    there is no checkpoint; ConfigError if it was written on the other data path."""
     step = self.latest_step()
     if step is None:
       return None
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = self._manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            data=grain.checkpoint.CheckpointRestore(data),
-            progress=ocp.args.JsonRestore()))
+    saved_on_host = (pathlib.Path(self.directory) / str(step) / 'data').exists()
+    if saved_on_host != (data is not None):
+      trained, now = ('host', 'device') if saved_on_host else ('device', 'host')
+      raise ConfigError(
+          f'the checkpoints in {self.directory} were trained with batches made on the'
+          f' {trained}, and this run makes them on the {now}, which draws another data order;'
+          f' rerun with --config.data.placement={trained}, or use another --workdir.')
+    items = dict(state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                                             like)),
+                 progress=ocp.args.JsonRestore())
+    if data is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored.state, Progress(**restored.progress)
 
   def restore_state(self, like: TrainState) -> TrainState:

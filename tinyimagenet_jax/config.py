@@ -1,8 +1,12 @@
-"""Shared config defaults and the validation that runs before anything compiles.
+"""Shared config defaults, the helpers every section's checks use, the run-level checks.
 
 Every experiment file in `configs/` starts from `base_config()` and overrides
-what it needs. `validate` turns each value that cannot work into a one-line
-`ConfigError` naming the key, the bad value and the valid choices.
+what it needs. Each value that cannot work becomes a one-line `ConfigError`
+naming the key, the bad value and the valid choices: the run-level fields are
+checked here, each registry's section in its own module (data in
+`data.sources` and `data.transforms`, the model in `models`, the optimizer in
+`optim`, members in `members`), all of them by `validation.validate`. Of the
+package, this module imports only `errors`, so every module can import it.
 """
 
 from collections.abc import Iterable
@@ -53,6 +57,13 @@ def base_config() -> ml_collections.ConfigDict:
   # (tinyimagenet_jax.data.decoded_cache); '' = ~/.cache/tinyimagenet_jax/decoded.
   c.data.decoded_cache = False
   c.data.cache_dir = ''
+  # Where batches are made (tinyimagenet_jax.data.resident): 'device' keeps the decoded
+  # uint8 splits in device memory and gathers and augments batches inside the jitted
+  # step; 'host' runs the grain pipeline; 'auto' picks 'device' when the splits fit
+  # `device_memory_fraction` of one device's memory (host RAM on CPU) and every
+  # configured augmentation has a device op. The two paths draw different data orders.
+  c.data.placement = 'auto'
+  c.data.device_memory_fraction = 0.3
   # Per-channel normalisation after scaling pixels to [0, 1]; empty = none.
   c.data.mean = ()
   c.data.std = ()
@@ -119,6 +130,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 256
   c.num_epochs = 10  # a cap; the run may stop earlier (target_train_error)
   c.steps_per_epoch = 0  # 0: one full pass over the training split per epoch
+  # Training steps per jitted call (a lax.scan) on the device path, so dispatch and host
+  # synchronisation are paid once per call; 0 = auto (see tinyimagenet_jax.build).
+  c.steps_per_call = 0
   c.target_train_error = config_dict.placeholder(float)  # e.g. 0.25; None = off
   # Checkpoints: at every epoch end, every `checkpoint_every_steps` (0 = only
   # at epoch ends) and on SIGTERM/SIGINT; the newest `max_checkpoints_to_keep`
@@ -141,15 +155,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.early_stopping.metric = 'val_loss'
   c.early_stopping.mode = 'min'
   c.snapshot_epochs = ()  # keep the weights after these epochs (snapshots/epoch_<n>.npz)
-  # K models of one architecture as one vmapped program (tinyimagenet_jax.members):
-  # `count` members with seeds seed, seed + 1, ..., or one per entry of `seeds` /
-  # `learning_rates`. Experiments run them vmapped or one after another per `vmap`
-  # ('auto': vmapped on GPU/TPU, separate on CPU).
+  # K models of one architecture as one program (tinyimagenet_jax.members), on every
+  # backend: `count` members with seeds seed, seed + 1, ..., or one per entry of
+  # `seeds` / `learning_rates`. `formulation`: how their convolutions batch ('auto':
+  # 'fused' on CPU, 'vmap' on GPU/TPU); it changes speed, not results or files.
   c.members = ml_collections.ConfigDict()
   c.members.count = 1
   c.members.seeds = ()
   c.members.learning_rates = ()
-  c.members.vmap = 'auto'
+  c.members.formulation = 'auto'
   # What launch.py does: 'train' (resumes), 'evaluate' (the newest checkpoint on
   # data.eval_split: metrics, class-wise report) or 'predict' (a predictions file
   # for data.eval_split, e.g. the unlabelled Tiny ImageNet test split).
@@ -165,7 +179,15 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _one_of(key: str, value, choices: Iterable[str]) -> None:
+EARLY_STOPPING_RULES = ('', 'rising', 'patience')
+MODES = ('train', 'evaluate', 'predict')
+
+
+# Helpers for every section's checks (the registries' own are in their modules).
+
+
+def one_of(key: str, value, choices: Iterable[str]) -> None:
+  """Raises `config.<key>=<value> is not a valid choice; choose one of: ...` unless it is one."""
   choices = sorted(choices)
   if value not in choices:
     raise ConfigError(
@@ -174,96 +196,38 @@ def _one_of(key: str, value, choices: Iterable[str]) -> None:
     )
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
   """Whether `value` is a finite int or float (not a bool)."""
   return (isinstance(value, (int, float)) and not isinstance(value, bool)
           and math.isfinite(value))
 
 
-def _numbers(value, count: int) -> bool:
+def numbers(value, count: int) -> bool:
   """Whether `value` is a tuple or list of exactly `count` finite numbers."""
   return (isinstance(value, (tuple, list)) and len(value) == count
-          and all(map(_is_number, value)))
+          and all(map(is_number, value)))
 
 
-def _require(ok: bool, key: str, value, requirement: str) -> None:
+def require(ok: bool, key: str, value, requirement: str) -> None:
   """Raises `config.<key>=<value> must be <requirement>.` unless `ok`."""
   if not ok:
     raise ConfigError(f'config.{key}={value!r} must be {requirement}.')
 
 
-def _positive(key: str, value) -> None:
-  _require(_is_number(value) and value > 0, key, value, 'a positive number')
+def positive(key: str, value) -> None:
+  """Raises `config.<key>=<value> must be a positive number.` unless it is one."""
+  require(is_number(value) and value > 0, key, value, 'a positive number')
 
 
-def _validate_crop(data: ml_collections.ConfigDict) -> None:
-  """resize_shorter and crop_size are pixel counts, and the crop fits in the resize."""
-  for key in ('resize_shorter', 'crop_size'):
-    value = data[key]
-    _require(_is_number(value) and value >= 0 and int(value) == value, f'data.{key}',
-             value, 'a whole number of pixels, or 0 for off')
-  if data.resize_shorter and data.crop_size > data.resize_shorter:
-    raise ConfigError(
-        f'config.data.crop_size={data.crop_size!r} must be at most'
-        f' config.data.resize_shorter={data.resize_shorter!r}, the side it crops from.')
+# The run-level checks; `tinyimagenet_jax.validation.validate` runs them with the
+# sections' own checks, in one fixed order.
 
 
-def _validate_augment(augment: ml_collections.ConfigDict) -> None:
-  """Every config.augment value that would otherwise fail inside a data worker."""
-  _require(0 <= augment.flip_prob <= 1, 'augment.flip_prob', augment.flip_prob,
-           'a probability in [0, 1]')
-  _require(_is_number(augment.translate) and 0 <= augment.translate < 1,
-           'augment.translate', augment.translate,
-           'a fraction of the image size in [0, 1), e.g. 0.1, or 0 for off')
-  _require(_is_number(augment.rotate_degrees) and augment.rotate_degrees >= 0,
-           'augment.rotate_degrees', augment.rotate_degrees,
-           'a number of degrees >= 0, e.g. 15, or 0 for off')
-  contrast = augment.contrast
-  _require(not contrast or (_numbers(contrast, 2) and 0 < contrast[0] <= contrast[1]),
-           'augment.contrast', contrast,
-           '2 positive numbers (lo, hi) with lo <= hi, e.g. (0.7, 1.3), or () for off')
-  jitter = augment.color_jitter
-  _require(not jitter or (_numbers(jitter, 3) and min(jitter) >= 0),
-           'augment.color_jitter', jitter,
-           '3 numbers >= 0 (brightness, contrast, saturation), e.g. (0.1, 0.1, 0.1),'
-           ' or () for off')
-  sharpness = augment.sharpness
-  _require(not sharpness or (_numbers(sharpness, 2) and sharpness[0] >= 0
-                             and 0 <= sharpness[1] <= 1),
-           'augment.sharpness', sharpness,
-           '(factor, prob) with factor >= 0 and prob in [0, 1], e.g. (2.0, 0.1), or () for off')
-  for key in ('mixup_alpha', 'cutmix_alpha'):
-    _require(_is_number(augment[key]) and augment[key] >= 0, f'augment.{key}', augment[key],
-             'a Beta(alpha, alpha) parameter >= 0, e.g. 0.2, or 0 for off')
-
-
-def _freeze_entry(entry) -> tuple[str, float]:
-  """An optimizer.freeze entry 'prefix@epoch' as (prefix, epoch or math.inf), or ConfigError."""
-  prefix, at, epoch = entry.partition('@') if isinstance(entry, str) else ('', '', '')
-  if not (prefix and at and (epoch == 'inf' or (epoch.isascii() and epoch.isdigit()))):
-    raise ConfigError(
-        f"config.optimizer.freeze entry {entry!r} must be '<param path prefix>@<epoch>'"
-        " with a whole number of epochs or inf, e.g. 'block5@3' or 'block1@inf'.")
-  return prefix, math.inf if epoch == 'inf' else int(epoch)
-
-
-def parse_freeze(entries) -> list[tuple[str, float]]:
-  """The (prefix, epoch) pairs of config.optimizer.freeze, checked before anything compiles."""
-  return [_freeze_entry(entry) for entry in entries]
-
-
-def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
-  """Raises ConfigError (one line) for the first value that cannot work."""
-  from tinyimagenet_jax import models, optim  # pylint: disable=g-import-not-at-top
-  from tinyimagenet_jax.data import sources  # pylint: disable=g-import-not-at-top
-
-  _one_of('data.name', config.data.name, sources.SOURCES)
-  _one_of('model.name', config.model.name, models.MODELS)
-  _one_of('optimizer.name', config.optimizer.name, optim.OPTIMIZERS)
-  _one_of('optimizer.schedule', config.optimizer.schedule, optim.SCHEDULES)
-  _positive('optimizer.learning_rate', config.optimizer.learning_rate)
+def validate_training(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Batch sizes (split evenly over the devices), epochs, steps per epoch, the
+  compute dtype and label smoothing."""
   for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
-    _positive(key, config[key])
+    positive(key, config[key])
     if int(config[key]) != config[key]:
       raise ConfigError(f'config.{key}={config[key]!r} must be a whole number.')
   for key in ('batch_size', 'eval_batch_size'):
@@ -276,16 +240,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     raise ConfigError(
         f'config.steps_per_epoch={config.steps_per_epoch!r} must be a whole'
         ' number of steps, or 0 for one full pass over the training split.')
-  _one_of('compute_dtype', config.compute_dtype, COMPUTE_DTYPES)
+  require(is_number(config.steps_per_call) and config.steps_per_call >= 0
+          and int(config.steps_per_call) == config.steps_per_call, 'steps_per_call',
+          config.steps_per_call, 'a whole number of steps per call, or 0 for auto')
+  one_of('compute_dtype', config.compute_dtype, COMPUTE_DTYPES)
   if not 0 <= config.label_smoothing < 1:
     raise ConfigError(
         f'config.label_smoothing={config.label_smoothing!r} must be in [0, 1).')
-  for key in ('l2', 'weight_decay', 'clip_global_norm', 'clip_value', 'warmup_epochs'):
-    if config.optimizer[key] < 0:
-      raise ConfigError(f'config.optimizer.{key}={config.optimizer[key]!r} must be >= 0'
-                        ' (0 turns it off).')
-  parse_freeze(config.optimizer.freeze)
-  _one_of('best_mode', config.best_mode, ('max', 'min'))
+
+
+def validate_checkpoints(config: ml_collections.ConfigDict) -> None:
+  """The best-checkpoint ranking, the checkpoint interval and the training-error target."""
+  one_of('best_mode', config.best_mode, ('max', 'min'))
   if config.checkpoint_every_steps < 0:
     raise ConfigError(f'config.checkpoint_every_steps={config.checkpoint_every_steps!r} must'
                       ' be a whole number of steps, or 0 for epoch ends only.')
@@ -295,58 +261,21 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         f'config.target_train_error={target!r} must be in (0, 1), e.g. 0.25'
         ' to stop at 25% training error.'
     )
-  size = config.data.validation_size
-  if size < 0 or (size >= 1 and int(size) != size):
-    raise ConfigError(
-        f'config.data.validation_size={size!r} must be a count (>= 1), a'
-        ' fraction in (0, 1), or 0 for none.'
-    )
-  _require(_numbers(config.data.subset_split, 3), 'data.subset_split', config.data.subset_split,
-           'three per-class image counts (train, validation, test), e.g. (300, 100, 100)')
-  _require(_is_number(config.data.subset_classes) and config.data.subset_classes >= 0,
-           'data.subset_classes', config.data.subset_classes,
-           'a number of Tiny ImageNet classes, or 0 for all 200')
-  classes = config.data.classes
-  _require(isinstance(classes, (tuple, list)) and all(isinstance(name, str) and name
-                                                      for name in classes)
-           and len(set(classes)) == len(classes), 'data.classes', classes,
-           "distinct class names to keep, e.g. ('car', 'deer'), or () for all classes")
-  if len(config.data.mean) != len(config.data.std):
-    raise ConfigError(
-        f'config.data.mean={tuple(config.data.mean)} and config.data.std='
-        f'{tuple(config.data.std)} must have one value per channel each.'
-    )
-  _validate_crop(config.data)
-  _validate_augment(config.augment)
-  _validate_runs(config)
 
 
-EARLY_STOPPING_RULES = ('', 'rising', 'patience')
-MODES = ('train', 'evaluate', 'predict')
-
-
-def _validate_runs(config: ml_collections.ConfigDict) -> None:
-  """Early stopping, snapshots, members and mode."""
-  from tinyimagenet_jax import members  # pylint: disable=g-import-not-at-top
-
+def validate_stopping(config: ml_collections.ConfigDict) -> None:
+  """Early stopping and the snapshot epochs."""
   stop = config.early_stopping
-  _one_of('early_stopping.rule', stop.rule, EARLY_STOPPING_RULES)
-  _one_of('early_stopping.mode', stop.mode, ('max', 'min'))
+  one_of('early_stopping.rule', stop.rule, EARLY_STOPPING_RULES)
+  one_of('early_stopping.mode', stop.mode, ('max', 'min'))
   for key in ('rises', 'patience'):
-    _require(_is_number(stop[key]) and stop[key] >= 1 and int(stop[key]) == stop[key],
-             f'early_stopping.{key}', stop[key], 'a whole number of epochs >= 1')
-  _require(all(_is_number(e) and e >= 1 and int(e) == e for e in config.snapshot_epochs),
-           'snapshot_epochs', config.snapshot_epochs, 'epoch numbers >= 1, e.g. (4, 14, 28)')
-  _require(_is_number(config.members.count) and config.members.count >= 1,
-           'members.count', config.members.count, 'a whole number of models >= 1')
-  _require(all(_is_number(rate) and rate > 0 for rate in config.members.learning_rates),
-           'members.learning_rates', config.members.learning_rates,
-           'positive learning rates, one per member')
-  members.validate_members(config)
-  _one_of('mode', config.mode, MODES)
-  _one_of('grid_mode', config.grid_mode, ('max', 'min'))
+    require(is_number(stop[key]) and stop[key] >= 1 and int(stop[key]) == stop[key],
+            f'early_stopping.{key}', stop[key], 'a whole number of epochs >= 1')
+  require(all(is_number(e) and e >= 1 and int(e) == e for e in config.snapshot_epochs),
+          'snapshot_epochs', config.snapshot_epochs, 'epoch numbers >= 1, e.g. (4, 14, 28)')
 
 
-def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
-  """A duration in (possibly fractional) epochs, as a whole number of steps."""
-  return max(1, round(epochs * steps_per_epoch))
+def validate_mode(config: ml_collections.ConfigDict) -> None:
+  """What launch.py does (`mode`), and which way a grid ranks its runs."""
+  one_of('mode', config.mode, MODES)
+  one_of('grid_mode', config.grid_mode, ('max', 'min'))

@@ -1,5 +1,9 @@
-"""A trained run's model on a split: saved-checkpoint evaluation and predictions files.
+"""The evaluator, defined once, and the modes that score a saved run.
 
+`evaluate(run, state, split)` gives the same quantities everywhere: the loop's
+epoch records, `--config.mode=evaluate` and the experiments: `loss` (mean
+cross-entropy), `top1`, `top5` and `count`, each per member for stacked members
+(an ensemble's scores from averaged probabilities are `ensemble_*`).
 `--config.mode=evaluate` restores the newest checkpoint of the workdir and
 evaluates it on `data.eval_split` (metrics and a class-wise report);
 `--config.mode=predict` writes `predictions_<split>.txt`, one line per image,
@@ -15,91 +19,102 @@ import jax
 import ml_collections
 import numpy as np
 
+from tinyimagenet_jax import build
 from tinyimagenet_jax import checkpoint
-from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax import members
-from tinyimagenet_jax import models
-from tinyimagenet_jax import parallel
-from tinyimagenet_jax import steps
-from tinyimagenet_jax import train
 from tinyimagenet_jax.analysis import classwise
-from tinyimagenet_jax.data import pipeline
-from tinyimagenet_jax.data import sources
-from tinyimagenet_jax.data import transforms
 from tinyimagenet_jax.state import TrainState
 
 EVALUATION_JSON = 'evaluation_{split}.json'
 PREDICTIONS_TXT = 'predictions_{split}.txt'
-
-
-def probabilities_step(state: TrainState, batch: dict):
-  """Softmax probabilities of a batch in inference mode."""
-  return jax.nn.softmax(steps.predict(state, batch['image']), axis=-1)
+# The evaluator's quantities and the sums (steps.eval_outputs) each is the mean of.
+MEANS = (('loss', 'loss_sum'), ('top1', 'top1_hits'), ('top5', 'top5_hits'))
 
 
 @dataclasses.dataclass
-class Restored:
-  """A run's newest state with what is needed to feed it a split."""
+class Scores:
+  """`metrics` (loss, top1, top5, count: numbers, or per-member lists for stacked
+  members) and, when kept, `probabilities` ((N, classes) or (K, N, classes)) with
+  the `labels` of the N examples in order."""
 
-  state: TrainState
-  config: ml_collections.ConfigDict
-  class_names: tuple[str, ...]
-  mesh: jax.sharding.Mesh
-  stacked: bool
+  metrics: dict
+  probabilities: np.ndarray | None = None
+  labels: np.ndarray | None = None
 
 
-def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
-  """The newest checkpoint of `workdir` (one model or stacked members), on this mesh."""
-  mesh = parallel.make_mesh()
-  config_lib.validate(config, mesh.size)
-  train_source = sources.load(config.data, config.data.train_split)
-  _, eval_transform = transforms.make_preprocess(config)
-  steps_per_epoch = train.resolve_steps_per_epoch(config, len(train_source))
-  model = models.build_model(config.model, len(train_source.class_names))
-  input_shape = eval_transform(train_source[0])['image'].shape
-  like, _, _ = train.initial_state(config, model, steps_per_epoch, input_shape)
-  saved = checkpoint.Checkpoints(os.path.join(workdir, train.CHECKPOINTS), keep=1)
+def as_host(value):
+  """A device or numpy scalar as a Python number; a per-member array as a list."""
+  value = np.asarray(value)
+  return value.item() if value.ndim == 0 else value.tolist()
+
+
+def means(sums: list[dict]) -> dict:
+  """The metrics from every batch's sums: each a mean over the real examples."""
+  totals = {key: np.sum([s[key] for s in sums], axis=0, dtype=np.float64)
+            for key in ('count', *dict(MEANS).values())}
+  count = totals['count']
+  return {name: as_host(totals[key] / count) for name, key in MEANS} | {
+      'count': as_host(count.astype(np.int64))}
+
+
+def evaluate(run: build.Run, state: TrainState, split: str,
+             keep_probabilities: bool = False) -> Scores:
+  """Scores `state` on every real example of eval split `split` of `run`: in one call on
+  the device path's resident split, else batch by batch from the host."""
+  if run.device is not None and not keep_probabilities:
+    return Scores(means([jax.device_get(run.device.eval_call(state,
+                                                             run.device.splits[split]))]))
+  step = run.eval_outputs if keep_probabilities else run.eval_step
+  outputs, batches = [], []
+  for batch in run.eval_batches(split):
+    outputs.append(step(state, run.device_batch(batch)))
+    batches.append({'label': batch['label'], 'mask': batch['mask']})
+  outputs = jax.device_get(outputs)  # after dispatching every batch: no wait in between
+  scores = Scores(means(outputs))
+  if keep_probabilities:
+    scores.probabilities = np.concatenate(
+        [np.asarray(out['probabilities'])[..., batch['mask'], :]
+         for out, batch in zip(outputs, batches)], axis=-2)
+    scores.labels = np.concatenate([batch['label'][batch['mask']] for batch in batches])
+  return scores
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str,
+            purpose: str = 'evaluate') -> build.Run:
+  """A run of `config` built for `purpose`, holding the newest state saved in `workdir`."""
+  run = build.build(config, purpose)
+  saved = checkpoint.Checkpoints(checkpoint.directory(workdir), keep=1)
   try:
-    state = saved.restore_state(parallel.put_replicated(like, mesh))
+    return dataclasses.replace(run, state=saved.restore_state(run.state))
   finally:
     saved.close()
-  return Restored(state, config, train_source.class_names, mesh,
-                  members.member_count(config) > 1)
 
 
-def split_probabilities(restored: Restored, source) -> tuple[np.ndarray, np.ndarray]:
-  """(probabilities, labels) over every example of `source`, in order; probabilities
-  are (N, classes), or (K, N, classes) for K stacked members."""
-  _, eval_transform = transforms.make_preprocess(restored.config)
-  dataset = pipeline.eval_dataset(source, eval_transform, restored.config.eval_batch_size)
-  step = parallel.jit_eval_step(
-      restored.mesh, members.member_step(probabilities_step) if restored.stacked
-      else probabilities_step)
-  chunks, labels = [], []
-  for batch in pipeline.iterate(dataset, restored.config.data):
-    mask = batch['mask']
-    probabilities = np.asarray(jax.device_get(step(restored.state,
-                                                   parallel.put_batch(batch, restored.mesh))))
-    chunks.append(probabilities[..., mask, :])
-    labels.append(batch['label'][mask])
-  return np.concatenate(chunks, axis=-2), np.concatenate(labels)
+def ensemble_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+  """Top-1 and top-5 of the members' averaged probabilities (K, N, classes)."""
+  averaged = probabilities.mean(axis=0)
+  top5 = np.argsort(averaged, axis=-1)[:, -5:]
+  return {'ensemble_top1': float(np.mean(averaged.argmax(-1) == labels)),
+          'ensemble_top5': float(np.mean(np.any(top5 == labels[:, None], axis=-1)))}
+
+
+def score_saved(config: ml_collections.ConfigDict, workdir: str) -> tuple[build.Run, Scores]:
+  """The newest checkpoint of `workdir` scored on `data.eval_split`, probabilities kept."""
+  run = restore(config, workdir)
+  return run, evaluate(run, run.state, config.data.eval_split, keep_probabilities=True)
 
 
 def evaluate_saved(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Evaluates the newest checkpoint on `data.eval_split`; writes the metrics as
   JSON and a class-wise report (figures, per-class table). Returns the metrics."""
-  restored = restore(config, workdir)
+  run, scores = score_saved(config, workdir)
   split = config.data.eval_split
-  probabilities, labels = split_probabilities(restored, sources.load(config.data, split))
-  averaged = probabilities.mean(axis=0) if restored.stacked else probabilities
-  summary = classwise.write_classwise_report(labels, averaged, restored.class_names,
+  stacked = run.member_count > 1
+  probabilities = scores.probabilities.mean(axis=0) if stacked else scores.probabilities
+  summary = classwise.write_classwise_report(scores.labels, probabilities, run.class_names,
                                              workdir, f'evaluation_{split}')
-  top5 = np.argsort(averaged, axis=-1)[:, -5:]
-  result = {'split': split, 'count': int(len(labels)),
-            'top1': float(np.mean(averaged.argmax(-1) == labels)),
-            'top5': float(np.mean(np.any(top5 == labels[:, None], axis=-1))),
-            'loss': float(-np.mean(np.log(np.maximum(averaged[np.arange(len(labels)), labels],
-                                                     1e-12)))),
+  result = {'split': split, **members.record(scores.metrics, run.member_count),
+            **(ensemble_metrics(scores.probabilities, scores.labels) if stacked else {}),
             **{key: summary[key] for key in ('macro_f1', 'best', 'worst')}}
   with open(os.path.join(workdir, EVALUATION_JSON.format(split=split)), 'w') as file:
     json.dump(result, file, indent=2)
@@ -108,13 +123,13 @@ def evaluate_saved(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
   """`<workdir>/predictions_<split>.txt`: `<file name> <predicted class>` per image."""
-  restored = restore(config, workdir)
+  run = restore(config, workdir, 'predict')
   split = config.data.eval_split
-  source = sources.load_for_prediction(config.data, split)
-  probabilities, _ = split_probabilities(restored, source)
-  predicted = (probabilities.mean(axis=0) if restored.stacked else probabilities).argmax(-1)
+  probabilities = evaluate(run, run.state, split, keep_probabilities=True).probabilities
+  predicted = (probabilities.mean(axis=0) if run.member_count > 1 else probabilities).argmax(-1)
+  source = run.eval_sources[split]
   path = os.path.join(workdir, PREDICTIONS_TXT.format(split=split))
   with open(path, 'w') as file:
-    file.writelines(f'{source.name(index)} {restored.class_names[label]}\n'
+    file.writelines(f'{source.name(index)} {run.class_names[label]}\n'
                     for index, label in enumerate(predicted))
   return path

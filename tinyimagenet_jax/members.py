@@ -6,11 +6,13 @@ compiled program, so they share `config.seed`'s data order. The members'
 convolutions batch in the backend's winning formulation (`models.member_ops`):
 JAX's own vmap on GPU/TPU; 'fused' on CPU (one wide convolution for the shared
 input, plain per-member convolutions after it), where plain vmap's grouped
-convolutions ran slower than K runs one after another. Members differ in their
-seed (initialisation and dropout) and optionally their learning rate (a
-per-member factor on the final update, exact for every optimizer here because
-the learning rate is the last scaling of each optax chain). Used by seed
-averages, learning-rate sweeps and ensembles.
+convolutions ran slower than K runs one after another (`config.members.formulation`
+picks another). Members differ in their seed (initialisation and dropout) and
+optionally their learning rate (a per-member factor on the final update, exact
+for every optimizer here because the learning rate is the last scaling of each
+optax chain). Used by seed averages and ensembles, as one program on every
+backend, so an experiment's folders never depend on where it ran. The stacked
+values split into per-member records here only (`record`, `member_histories`).
 """
 
 from collections.abc import Callable
@@ -23,12 +25,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from tinyimagenet_jax import steps
+from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.models import member_ops
 from tinyimagenet_jax.state import TrainState, create_train_state
 
-VMAP_CHOICES = ('auto', 'always', 'never')
+FORMULATIONS = ('auto', *member_ops.FORMULATIONS)
 
 
 def member_count(config: ml_collections.ConfigDict) -> int:
@@ -55,7 +57,14 @@ def member_learning_rates(config: ml_collections.ConfigDict) -> list[float]:
 
 
 def validate_members(config: ml_collections.ConfigDict) -> None:
-  """ConfigError for per-member lists of different lengths or a bad vmap choice."""
+  """ConfigError for a bad member count or learning rate, per-member lists of different
+  lengths, an unknown formulation, or init_from with several members."""
+  config_lib.require(config_lib.is_number(config.members.count) and config.members.count >= 1,
+                     'members.count', config.members.count, 'a whole number of models >= 1')
+  config_lib.require(
+      all(config_lib.is_number(rate) and rate > 0 for rate in config.members.learning_rates),
+      'members.learning_rates', config.members.learning_rates,
+      'positive learning rates, one per member')
   given = {key: len(config.members[key]) for key in ('seeds', 'learning_rates')
            if config.members[key]}
   count = member_count(config)
@@ -64,25 +73,12 @@ def validate_members(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(
           f'config.members.{key} has {length} entries but there are {count} members;'
           ' give one entry per member (or leave it empty).')
-  if config.members.vmap not in VMAP_CHOICES:
-    raise ConfigError(f'config.members.vmap={config.members.vmap!r} is not a valid choice;'
-                      f' choose one of: {", ".join(VMAP_CHOICES)}')
+  if config.members.formulation not in FORMULATIONS:
+    raise ConfigError(f'config.members.formulation={config.members.formulation!r} is not a'
+                      f' valid choice; choose one of: {", ".join(FORMULATIONS)}')
   if count > 1 and config.init_from:
     raise ConfigError('config.init_from loads one model, not a stack of members; train the'
                       ' members without it, or train one model (config.members.count=1).')
-
-
-def use_vmap(config: ml_collections.ConfigDict) -> bool:
-  """Whether K members run as one vmapped program or as K separate runs.
-
-  'auto': one program on GPU/TPU; K runs on CPU for now, where the fused formulation
-  (`member_step`) is 1.78x faster for 15 LeNet-5s but about even for conv4, and one
-  program changes the experiments' run folders (issue 7 open). 'always': one program,
-  in the backend's formulation; 'never': K runs.
-  """
-  if config.members.vmap == 'auto':
-    return jax.default_backend() != 'cpu'
-  return config.members.vmap == 'always'
 
 
 class MemberScaleState(NamedTuple):
@@ -124,21 +120,18 @@ def create_member_states(
   return stacked.replace(opt_state=with_member_scales(stacked.opt_state, scales))
 
 
-def member_step(step_fn: Callable, formulation: str | None = None) -> Callable:
+def member_step(step_fn: Callable, formulation: str = 'auto') -> Callable:
   """`step_fn(state, batch)` for a stacked state: every member on the same batch, with the
-  members' convolutions batched as `formulation` (default: the backend's winner)."""
+  members' convolutions batched as `formulation` ('auto': the backend's winner)."""
   vmapped = jax.vmap(step_fn, in_axes=(0, None))
 
   def stepped(state: TrainState, batch: dict):
-    chosen = formulation or member_ops.default_formulation(jax.default_backend())
+    chosen = (member_ops.default_formulation(jax.default_backend()) if formulation == 'auto'
+              else formulation)
     with member_ops.batching(chosen):
       return vmapped(state, batch)
 
   return stepped
-
-
-train_step = member_step(steps.train_step)
-eval_step = member_step(steps.eval_step)
 
 
 def member_state(stacked: TrainState, index: int) -> TrainState:
@@ -166,6 +159,16 @@ def combine(records: list[dict]) -> dict:
   return combined
 
 
-def member_history(history: list[dict], index: int) -> list[dict]:
-  """Member `index`'s own history from a K-member run's history."""
-  return [record['members'][index] for record in history]
+def record(values: dict, count: int) -> dict:
+  """Metrics of one model as they are; of `count` stacked members (per-member lists),
+  their mean with each member's own values under 'members' (as `combine`)."""
+  if count == 1:
+    return values
+  return combine([pick(values, index) for index in range(count)])
+
+
+def member_histories(history: list[dict], count: int) -> list[list[dict]]:
+  """Each member's own history from the history of a run of `count` members."""
+  if count == 1:
+    return [history]
+  return [[record['members'][index] for record in history] for index in range(count)]

@@ -15,9 +15,12 @@ momentum used at each step live in the optimizer state and are logged.
 The freeze schedule (`optimizer.freeze`, layer-wise fine-tuning) comes last, so
 a frozen parameter's update is exactly zero whatever the links before it do.
 Adding an optimizer or a schedule is one function and one line in its registry.
+`validate_optimizer` and `validate_regularisation` check the config's optimizer
+section before anything compiles (`validation.validate` runs them).
 """
 
 from collections.abc import Callable
+import math
 from typing import NamedTuple
 
 import jax
@@ -25,10 +28,15 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from tinyimagenet_jax.config import epochs_to_steps, parse_freeze
+from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax.errors import ConfigError
 
 ScheduleBuilder = Callable[[ml_collections.ConfigDict, int, int], optax.Schedule]
+
+
+def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
+  """A duration in (possibly fractional) epochs, as a whole number of steps."""
+  return max(1, round(epochs * steps_per_epoch))
 
 
 def constant_schedule(opt: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -226,6 +234,21 @@ def regularisation(opt: ml_collections.ConfigDict) -> list[optax.GradientTransfo
   return links
 
 
+def _freeze_entry(entry) -> tuple[str, float]:
+  """An optimizer.freeze entry 'prefix@epoch' as (prefix, epoch or math.inf), or ConfigError."""
+  prefix, at, epoch = entry.partition('@') if isinstance(entry, str) else ('', '', '')
+  if not (prefix and at and (epoch == 'inf' or (epoch.isascii() and epoch.isdigit()))):
+    raise ConfigError(
+        f"config.optimizer.freeze entry {entry!r} must be '<param path prefix>@<epoch>'"
+        " with a whole number of epochs or inf, e.g. 'block5@3' or 'block1@inf'.")
+  return prefix, math.inf if epoch == 'inf' else int(epoch)
+
+
+def parse_freeze(entries) -> list[tuple[str, float]]:
+  """The (prefix, epoch) pairs of config.optimizer.freeze, checked before anything compiles."""
+  return [_freeze_entry(entry) for entry in entries]
+
+
 class FreezeState(NamedTuple):
   count: jax.Array  # updates applied so far: the step the next update is for
 
@@ -292,6 +315,22 @@ def build_optimizer(opt: ml_collections.ConfigDict, steps_per_epoch: int,
                               momentum_schedule(opt, total_steps))
   freeze = [freeze_schedule(opt.freeze, steps_per_epoch)] if opt.freeze else []
   return optax.chain(*regularisation(opt), core, *freeze)
+
+
+def validate_optimizer(opt: ml_collections.ConfigDict) -> None:
+  """ConfigError unless the optimizer and schedule are registered and the learning rate is > 0."""
+  config_lib.one_of('optimizer.name', opt.name, OPTIMIZERS)
+  config_lib.one_of('optimizer.schedule', opt.schedule, SCHEDULES)
+  config_lib.positive('optimizer.learning_rate', opt.learning_rate)
+
+
+def validate_regularisation(opt: ml_collections.ConfigDict) -> None:
+  """ConfigError for a negative regularisation, clipping or warmup, or a malformed freeze entry."""
+  for key in ('l2', 'weight_decay', 'clip_global_norm', 'clip_value', 'warmup_epochs'):
+    if opt[key] < 0:
+      raise ConfigError(f'config.optimizer.{key}={opt[key]!r} must be >= 0'
+                        ' (0 turns it off).')
+  parse_freeze(opt.freeze)
 
 
 LOGGED_HYPERPARAMS = {'learning_rate': 'learning_rate', 'momentum': 'momentum', 'b1': 'momentum'}

@@ -53,15 +53,14 @@ def jit_train_step(mesh: Mesh, step_fn: Callable = steps.train_step):
       donate_argnums=0)
 
 
-def compile_train_step(mesh: Mesh, state, host_batch: dict,
-                       step_fn: Callable = steps.train_step):
-  """`jit_train_step` compiled ahead of time for global batches of which `host_batch` is
-  this process's rows (as `put_batch` assembles them)."""
+def compile_step(jitted: Callable, state, host_batch: dict, mesh: Mesh):
+  """`jitted(state, batch)` compiled ahead of time for global batches of which `host_batch`
+  is this process's rows (as `put_batch` assembles them)."""
   sharding = batch_sharded(mesh)
   batch = {key: jax.ShapeDtypeStruct((len(value) * jax.process_count(), *np.shape(value)[1:]),
                                      np.asarray(value).dtype, sharding=sharding)
            for key, value in host_batch.items()}
-  return jit_train_step(mesh, step_fn).lower(state, batch).compile()
+  return jitted.lower(state, batch).compile()
 
 
 def jit_eval_step(mesh: Mesh, step_fn: Callable = steps.eval_step):

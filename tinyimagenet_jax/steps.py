@@ -96,8 +96,9 @@ def predict(state: TrainState, images: jax.Array) -> jax.Array:
   return _apply(state, state.params, images, train=False)
 
 
-def eval_step(state: TrainState, batch: dict) -> dict:
-  """Sums over the real (mask=True) rows: loss, top-1 and top-5 hits, count."""
+def eval_outputs(state: TrainState, batch: dict) -> dict:
+  """The evaluator's quantities over the real (mask=True) rows, defined once: the sums of
+  loss, top-1 and top-5 hits, the count; and each row's class probabilities."""
   logits = predict(state, batch['image'])
   labels, mask = batch['label'], batch['mask']
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -107,4 +108,12 @@ def eval_step(state: TrainState, batch: dict) -> dict:
       'top1_hits': jnp.sum((top_k[:, 0] == labels) & mask),
       'top5_hits': jnp.sum(jnp.any(top_k == labels[:, None], axis=-1) & mask),
       'count': jnp.sum(mask),
+      'probabilities': jax.nn.softmax(logits, axis=-1),
   }
+
+
+def eval_step(state: TrainState, batch: dict) -> dict:
+  """`eval_outputs` without the probabilities: the sums the training loop adds up."""
+  outputs = eval_outputs(state, batch)
+  del outputs['probabilities']
+  return outputs

@@ -8,8 +8,6 @@ stops the run with the step; SIGTERM/SIGINT save a checkpoint, then stop.
 
 from collections.abc import Callable, Iterator
 import contextlib
-import ctypes
-import ctypes.util
 import itertools
 import json
 import os
@@ -23,30 +21,23 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
-import optax
 import tqdm
 
+from tinyimagenet_jax import build
 from tinyimagenet_jax import checkpoint
 from tinyimagenet_jax import config as config_lib
+from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import members
-from tinyimagenet_jax import models
-from tinyimagenet_jax import optim
 from tinyimagenet_jax import parallel
 from tinyimagenet_jax import snapshots
-from tinyimagenet_jax import steps
 from tinyimagenet_jax import writers
 from tinyimagenet_jax.analysis import curves
-from tinyimagenet_jax.data import batch_ops
-from tinyimagenet_jax.data import pipeline
-from tinyimagenet_jax.data import sources
-from tinyimagenet_jax.data import transforms
 from tinyimagenet_jax.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
-from tinyimagenet_jax.state import TrainState, create_train_state, step_of
+from tinyimagenet_jax.state import TrainState, step_of
 
 CURVES_PNG = 'curves.png'
 SCHEDULE_PNG = 'schedule.png'
 CONFIG_JSON = 'config.json'
-CHECKPOINTS = 'checkpoints'
 # Config keys that must match the checkpoint's for a resume to continue the same run.
 RESUME_KEYS = ('seed', 'model', 'data.name', 'data.root', 'data.classes', 'data.subset_classes',
                'data.subset_split', 'data.subset_seed', 'data.validation_size', 'batch_size',
@@ -91,55 +82,9 @@ def is_finished(history: list[dict], config: ml_collections.ConfigDict) -> bool:
           or stopped_early(history, config.early_stopping))
 
 
-# glibc mallopt's M_ARENA_MAX, and the arenas kept: per-epoch threads then share them.
-M_ARENA_MAX, MALLOC_ARENAS = -8, 2
-
-
-def cap_malloc_arenas() -> None:
-  """Caps glibc's malloc at MALLOC_ARENAS arenas (as MALLOC_ARENA_MAX=2 would); elsewhere nothing.
-
-  Each epoch's evaluation (grain's reader threads) and checkpoint (Orbax's saver
-  threads) run on fresh threads, and glibc gives new threads arenas of their own,
-  up to 8 per core, which keep what those threads freed: the resident memory rose
-  about 5 MB an epoch while the memory in use stayed flat. An explicit
-  MALLOC_ARENA_MAX in the environment is left to rule.
-  """
-  if 'MALLOC_ARENA_MAX' in os.environ:
-    return
-  with contextlib.suppress(OSError, AttributeError):
-    ctypes.CDLL(ctypes.util.find_library('c')).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
-
-
-def resolve_steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int) -> int:
-  """`config.steps_per_epoch`, or whole batches in one pass when it is 0."""
-  full_pass = num_examples // config.batch_size
-  if not full_pass:
-    raise ConfigError(
-        f'config.batch_size={config.batch_size} is larger than the'
-        f' {num_examples} training examples; use a smaller batch.')
-  return config.steps_per_epoch or full_pass
-
-
-def evaluate(state: TrainState, eval_step: Callable, batches: Iterator[dict], mesh) -> dict:
-  """Mean loss, top-1 and top-5 accuracy over every real example of `batches`
-  (for K stacked members, a list with each member's value)."""
-  sums = jax.device_get([eval_step(state, parallel.put_batch(batch, mesh)) for batch in batches])
-  totals = {key: np.sum([s[key] for s in sums], axis=0, dtype=np.float64) for key in sums[0]}
-  count = totals['count']
-  return {name: as_host(totals[key] / count) for name, key in
-          (('loss', 'loss_sum'), ('top1', 'top1_hits'), ('top5', 'top5_hits'))} | {
-              'count': as_host(count.astype(np.int64))}
-
-
-def as_host(value):
-  """A device or numpy scalar as a Python number; a per-member array as a list."""
-  value = np.asarray(value)
-  return value.item() if value.ndim == 0 else value.tolist()
-
-
 def checked(metrics: dict, step: int, last_saved: int | None) -> dict:
   """`metrics` of `step` as floats; NonFiniteLossError if the loss or gradient blew up."""
-  host = {key: as_host(np.asarray(value, np.float64)) for key, value in metrics.items()}
+  host = {key: evaluation.as_host(np.asarray(value, np.float64)) for key, value in metrics.items()}
   if not np.any(np.isfinite(host['loss']) & np.isfinite(host['grad_norm'])):
     kept = (f'the last good checkpoint (step {last_saved}) is kept'
             if last_saved is not None else 'no checkpoint was saved yet')
@@ -151,35 +96,87 @@ def checked(metrics: dict, step: int, last_saved: int | None) -> dict:
   return host
 
 
-def train_epoch(
-    state: TrainState, train_step: Callable, batches: Iterator[dict], mesh, first_step: int,
-    steps_per_epoch: int, done: list[dict], progress: tqdm.tqdm | None,
-    pause_after: Callable[[int, bool], bool], last_saved: int | None,
-) -> tuple[TrainState, bool]:
-  """Runs the epoch's remaining steps, appending each step's host metrics to `done`.
+class HostCalls:
+  """One step a call, on batches from the grain stream (whose position is checkpointed)."""
 
-  Metrics are read back one step late, so the host never waits on the step it
+  def __init__(self, run: build.Run, stream: Iterator[dict], step: Callable):
+    self.run, self.batches, self.step, self.steps_per_call = run, stream, step, 1
+
+  def start_epoch(self, epoch: int) -> None:
+    del epoch  # the stream runs on across epochs
+
+  def __call__(self, state: TrainState, position: int, first_step: int, count: int):
+    del position, first_step, count
+    return self.step(state, self.run.device_batch(next(self.batches)))
+
+  @staticmethod
+  def per_step(metrics: dict, count: int) -> list[dict]:
+    del count
+    return [metrics]
+
+
+class DeviceCalls:
+  """`steps_per_call` steps a call, on batches gathered and augmented on the device; the
+  call of that many steps is compiled ahead (others, after an unaligned resume, when met)."""
+
+  def __init__(self, run: build.Run, state: TrainState):
+    self.path, self.steps_per_call, self.order = run.device, run.device.steps_per_call, None
+    self.compiled = self.path.train_call.lower(
+        state, self.path.splits['train'], self.path.epoch_order(0), 0, 0,
+        self.steps_per_call).compile()
+
+  def start_epoch(self, epoch: int) -> None:
+    self.order = self.path.epoch_order(epoch - 1)
+
+  def __call__(self, state: TrainState, position: int, first_step: int, count: int):
+    data = self.path.splits['train']
+    if count == self.steps_per_call:
+      return self.compiled(state, data, self.order, position, first_step)
+    return self.path.train_call(state, data, self.order, position, first_step, count)
+
+  @staticmethod
+  def per_step(metrics: dict, count: int) -> list[dict]:
+    return [{key: value[index] for key, value in metrics.items()} for index in range(count)]
+
+
+def train_epoch(
+    state: TrainState, calls: HostCalls | DeviceCalls, first_step: int, steps_per_epoch: int,
+    done: list[dict], progress: tqdm.tqdm | None, pause_after: Callable[[int, bool], bool],
+    last_saved: int | None,
+) -> tuple[TrainState, bool]:
+  """Runs the epoch's remaining steps, a call of `calls.steps_per_call` at a time,
+  appending each step's host metrics to `done`.
+
+  Metrics are read back one call late, so the host never waits on the call it
   has just dispatched. Returns (state, paused): paused when `pause_after(step,
-  is_last_step)` asked to stop early (to save a checkpoint), with `done`
-  complete up to that step.
+  is_last_step)`, asked after each call, wants to stop early (to save a
+  checkpoint), with `done` complete up to that step.
   """
   pending = None
-  for index in range(len(done), steps_per_epoch):
-    step = first_step + index + 1
-    state, metrics = train_step(state, parallel.put_batch(next(batches), mesh))
-    if pending is not None:
-      done.append(checked(jax.device_get(pending), step - 1, last_saved))
-      if progress is not None:
-        progress.set_postfix(loss=f"{np.nanmean(done[-1]['loss']):.4f}",
-                             acc=f"{np.nanmean(done[-1]['accuracy']):.4f}", refresh=False)
+
+  def read_back(metrics: dict, count: int, last_step: int) -> None:
+    host = calls.per_step(jax.device_get(metrics), count)
+    done.extend(checked(m, last_step - count + 1 + i, last_saved) for i, m in enumerate(host))
     if progress is not None:
-      progress.update()
-    pending = metrics
-    if pause_after(step, index == steps_per_epoch - 1):
-      done.append(checked(jax.device_get(pending), step, last_saved))
+      progress.set_postfix(loss=f"{np.nanmean(done[-1]['loss']):.4f}",
+                           acc=f"{np.nanmean(done[-1]['accuracy']):.4f}", refresh=False)
+
+  position = len(done)
+  while position < steps_per_epoch:
+    count = min(calls.steps_per_call - position % calls.steps_per_call,
+                steps_per_epoch - position)
+    state, metrics = calls(state, position, first_step + position, count)
+    if pending is not None:
+      read_back(*pending)
+    position += count
+    pending = (metrics, count, first_step + position)
+    if progress is not None:
+      progress.update(count)
+    if pause_after(first_step + position, position == steps_per_epoch):
+      read_back(*pending)
       return state, True
   if pending is not None:
-    done.append(checked(jax.device_get(pending), first_step + steps_per_epoch, last_saved))
+    read_back(*pending)
   return state, False
 
 
@@ -288,7 +285,7 @@ def check_resumable(saved: dict, config: ml_collections.ConfigDict, workdir: str
 
 def start_over(workdir: str) -> None:
   """Deletes a workdir's checkpoints and metric files (config.restart)."""
-  shutil.rmtree(os.path.join(workdir, CHECKPOINTS), ignore_errors=True)
+  shutil.rmtree(checkpoint.directory(workdir), ignore_errors=True)
   for name in (writers.METRICS_JSONL, writers.METRICS_CSV, writers.MEMBERS_CSV, writers.STEPS_JSONL, CURVES_PNG,
                SCHEDULE_PNG):
     pathlib.Path(workdir, name).unlink(missing_ok=True)
@@ -321,22 +318,6 @@ def initialise_from(state: TrainState, path: str) -> TrainState:
                        opt_state=state.tx.init(params))
 
 
-def initial_state(config: ml_collections.ConfigDict, model, steps_per_epoch: int,
-                  input_shape: tuple[int, ...]) -> tuple[TrainState, Callable, Callable]:
-  """The fresh state with its train and eval step functions: one model, or
-  `members.member_count(config)` stacked members run by vmapped steps."""
-  tx = optim.build_optimizer(config.optimizer, steps_per_epoch, config.num_epochs)
-  options = dict(label_smoothing=config.label_smoothing, compute_dtype=config.compute_dtype)
-  if members.member_count(config) == 1:
-    state = create_train_state(model, tx, members.member_seeds(config)[0], input_shape, **options)
-    return state, steps.train_step, steps.eval_step
-  scales = [rate / config.optimizer.learning_rate for rate in members.member_learning_rates(config)]
-  state = members.create_member_states(
-      model, optax.chain(tx, members.scale_updates()), members.member_seeds(config), scales,
-      input_shape, **options)
-  return state, members.train_step, members.eval_step
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str
 ) -> tuple[TrainState, list[dict]]:
@@ -346,22 +327,12 @@ def train_and_evaluate(
   (saved at each epoch end, every `checkpoint_every_steps`, and on SIGTERM or
   SIGINT): the same parameters and metrics as a run never interrupted.
   """
-  cap_malloc_arenas()
-  mesh = parallel.make_mesh()
-  config_lib.validate(config, mesh.size)
-  splits = sources.load_splits(config.data, config.seed)
-  steps_per_epoch = resolve_steps_per_epoch(config, len(splits.train))
-  train_transform, eval_transform = transforms.make_preprocess(config)
-  input_shape = eval_transform(splits.train[0])['image'].shape
-  model = models.build_model(config.model, len(splits.class_names))
-  state, train_step_fn, eval_step_fn = initial_state(
-      config, model, steps_per_epoch, input_shape)
-  state = parallel.put_replicated(state, mesh)
+  run = build.build(config)
+  mesh, state, steps_per_epoch = run.mesh, run.state, run.steps_per_epoch
 
   os.makedirs(workdir, exist_ok=True)
   # Several JAX processes (jax.distributed) share the workdir: each reads its own rows of
   # every batch and saves its part of each checkpoint; only the first writes the other files.
-  process = {'process_index': jax.process_index(), 'process_count': jax.process_count()}
   writes_files = jax.process_index() == 0
   if config.restart:
     if writes_files:
@@ -369,17 +340,14 @@ def train_and_evaluate(
     if jax.process_count() > 1:  # the others wait until the old checkpoints are gone
       multihost_utils.sync_global_devices('start over')
   checkpoints = checkpoint.Checkpoints(
-      os.path.join(workdir, CHECKPOINTS), config.max_checkpoints_to_keep,
+      checkpoint.directory(workdir), config.max_checkpoints_to_keep,
       config.keep_best_checkpoints, config.best_metric, config.best_mode)
   saved_config = checkpoints.saved_config()
   if saved_config is not None:
     check_resumable(saved_config, config, workdir)
   if writes_files:
     _write_config(config, workdir)
-  stream = pipeline.iterate(
-      pipeline.train_dataset(splits.train, train_transform, config.batch_size, config.seed,
-                             batch_ops.make_batch_transform(config), **process),
-      config.data)
+  stream = run.train_batches() if run.device is None else None
   restored = checkpoints.restore_latest(state, stream)
   if restored is not None:
     state, progress = restored
@@ -391,10 +359,6 @@ def train_and_evaluate(
     if config.init_from:
       state = parallel.put_replicated(initialise_from(state, config.init_from), mesh)
 
-  eval_step = parallel.jit_eval_step(mesh, eval_step_fn)
-  eval_sets = {name: pipeline.eval_dataset(source, eval_transform, config.eval_batch_size,
-                                           **process)
-               for name, source in splits.evals.items()}
   writer = writers.MetricWriter(workdir) if writes_files else NoMetricFiles()
   history = progress.history
   if writes_files:
@@ -403,19 +367,26 @@ def train_and_evaluate(
   last_saved = checkpoints.latest_step()
   bar = None
   try:
-    batches, train_step = stream, None
+    calls = None
     if not is_finished(history, config):  # a finished run is only read back
-      first_batch = next(stream)
-      batches = itertools.chain([first_batch], stream)
       start = time.perf_counter()
-      train_step = parallel.compile_train_step(mesh, state, first_batch, train_step_fn)
-      tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s'
-                      f' for {mesh.size} device(s).')
+      if run.device is None:
+        first_batch = next(stream)
+        start = time.perf_counter()
+        calls = HostCalls(run, itertools.chain([first_batch], stream),
+                          parallel.compile_step(run.train_step, state, first_batch, mesh))
+      else:
+        calls = DeviceCalls(run, state)
+      where = 'the host' if run.device is None else 'the device'
+      tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s for'
+                      f' {mesh.size} device(s), {calls.steps_per_call} step(s) a call, batches'
+                      f' made on {where}.')
     with stop_requests() as requested:
 
       def pause_after(step: int, is_last_step: bool) -> bool:
         every = config.checkpoint_every_steps
-        return bool(requested) or bool(every and step % every == 0 and not is_last_step)
+        return bool(requested) or bool(every and step % every < calls.steps_per_call
+                                       and not is_last_step)
 
       while not is_finished(history, config):
         epoch = len(history) + 1
@@ -425,10 +396,10 @@ def train_and_evaluate(
                if config.progress_bar else None)
         start = time.perf_counter() - progress.epoch_seconds
         first_step = (epoch - 1) * steps_per_epoch
+        calls.start_epoch(epoch)
         while True:
-          state, paused = train_epoch(state, train_step, batches, mesh, first_step,
-                                      steps_per_epoch, progress.epoch_steps, bar, pause_after,
-                                      last_saved)
+          state, paused = train_epoch(state, calls, first_step, steps_per_epoch,
+                                      progress.epoch_steps, bar, pause_after, last_saved)
           progress.epoch_seconds = time.perf_counter() - start
           if not paused:
             break
@@ -439,8 +410,8 @@ def train_and_evaluate(
         if bar is not None:
           bar.close()
         writer.write_steps(first_step + 1, progress.epoch_steps)
-        results = {name: evaluate(state, eval_step, pipeline.iterate(dataset, config.data), mesh)
-                   for name, dataset in eval_sets.items()}
+        results = {name: evaluation.evaluate(run, state, name).metrics
+                   for name in run.eval_sources}
         record = epoch_record(epoch, steps_per_epoch, config.batch_size, progress.epoch_steps,
                               progress.epoch_seconds, results, members.member_count(config))
         history.append(record)
@@ -455,7 +426,8 @@ def train_and_evaluate(
   finally:
     if bar is not None:
       bar.close()
-    stream.close()
+    if stream is not None:
+      stream.close()
     writer.close()
     checkpoints.close()
   if config.write_plots and history and writes_files:

@@ -5,10 +5,10 @@ per-step file is cut back to the restored step on resume, so after a crash
 they hold exactly what the restored run did plus what followed.
 """
 
+import importlib
 import json
 import os
-
-import tensorboardX
+import sys
 
 METRICS_JSONL = 'metrics.jsonl'
 METRICS_CSV = 'metrics.csv'
@@ -46,12 +46,25 @@ def write_history_files(workdir: str, history: list[dict]) -> None:
     _write_atomically(os.path.join(workdir, MEMBERS_CSV), history_as_csv(rows))
 
 
+def import_tensorboardx():
+  """tensorboardX as if torch were absent: importing torch took 1.4 s, for tensors we never log."""
+  # tensorboardX supports running without torch; its writer only tries `import torch`.
+  if 'torch' in sys.modules or 'tensorboardX' in sys.modules:
+    return importlib.import_module('tensorboardX')
+  sys.modules['torch'] = None  # `import torch` raises ImportError meanwhile
+  try:
+    return importlib.import_module('tensorboardX')
+  finally:
+    del sys.modules['torch']
+
+
 class MetricWriter:
   """Writes the history files and TensorBoard scalars under `workdir`."""
 
   def __init__(self, workdir: str):
     self._workdir = workdir
-    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    self._tensorboard = import_tensorboardx().SummaryWriter(
+        os.path.join(workdir, 'tensorboard'))
 
   def write(self, history: list[dict]) -> None:
     """Rewrites the history files; adds the newest epoch to TensorBoard."""

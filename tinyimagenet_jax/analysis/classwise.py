@@ -1,9 +1,10 @@
 """Per-class metrics from labels and predictions: confusion, accuracy, precision, recall, F1.
 
 The fourth report's class-wise accuracy and confusion matrix on CIFAR-100 and
-the fifth report's best and worst Tiny ImageNet classes by name. Ratios with a
-zero denominator are 0 (scikit-learn's zero_division=0); macro F1 averages the
-classes that occur in the labels or the predictions, as scikit-learn does.
+the fifth report's best and worst Tiny ImageNet classes by name. The scores
+are scikit-learn's, computed from a confusion matrix (its cells as weighted
+examples): ratios with a zero denominator are 0 (zero_division=0), and macro
+F1 averages the classes that occur in the labels or the predictions.
 """
 
 import math
@@ -11,6 +12,7 @@ import os
 
 from matplotlib.figure import Figure
 import numpy as np
+from sklearn import metrics
 
 from tinyimagenet_jax.analysis import tables
 
@@ -26,39 +28,33 @@ def as_predictions(scores: np.ndarray) -> np.ndarray:
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
   """(C, C) counts: row = true class, column = predicted class."""
-  labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
-  counts = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
-  return counts.reshape(num_classes, num_classes)
+  return metrics.confusion_matrix(labels, predictions, labels=np.arange(num_classes))
 
 
-def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-  """numerator / denominator elementwise, 0 where the denominator is 0."""
-  numerator, denominator = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
-  return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0)
+def weighted_examples(confusion: np.ndarray) -> dict:
+  """The nonzero cells of `confusion` as sklearn metrics' keyword arguments (y_true, y_pred,
+  sample_weight), so the scores come from a saved matrix as from the examples themselves."""
+  labels, predictions = np.nonzero(confusion)
+  return {'y_true': labels, 'y_pred': predictions,
+          'sample_weight': confusion[labels, predictions]}
 
 
 def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
   """(C,) fraction of each class's examples predicted correctly (its recall)."""
-  return safe_ratio(np.diag(confusion), confusion.sum(axis=1))
+  return precision_recall_f1(confusion)['recall']
 
 
 def precision_recall_f1(confusion: np.ndarray) -> dict[str, np.ndarray]:
   """(C,) precision, recall and F1 of each class, as one-vs-rest."""
-  correct = np.diag(confusion)
-  precision = safe_ratio(correct, confusion.sum(axis=0))
-  recall = safe_ratio(correct, confusion.sum(axis=1))
-  return {'precision': precision, 'recall': recall,
-          'f1': safe_ratio(2 * precision * recall, precision + recall)}
-
-
-def occurring_classes(confusion: np.ndarray) -> np.ndarray:
-  """(C,) bool: the classes that appear as a label or as a prediction."""
-  return (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+  precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+      **weighted_examples(confusion), labels=np.arange(len(confusion)), zero_division=0)
+  return {'precision': precision, 'recall': recall, 'f1': f1}
 
 
 def macro_f1(confusion: np.ndarray) -> float:
   """The unweighted mean F1 over the classes that occur."""
-  return float(precision_recall_f1(confusion)['f1'][occurring_classes(confusion)].mean())
+  return float(metrics.f1_score(**weighted_examples(confusion), average='macro',
+                                zero_division=0))
 
 
 def best_and_worst(accuracy: np.ndarray, support: np.ndarray, class_names, k: int = 5
@@ -73,9 +69,8 @@ def best_and_worst(accuracy: np.ndarray, support: np.ndarray, class_names, k: in
 def classwise_rows(confusion: np.ndarray, class_names) -> list[dict]:
   """One table row per class: support, correct, accuracy, precision, recall, F1."""
   scores = precision_recall_f1(confusion)
-  accuracy = per_class_accuracy(confusion)
   return [{'class': index, 'name': name, 'support': int(confusion[index].sum()),
-           'correct': int(confusion[index, index]), 'accuracy': float(accuracy[index]),
+           'correct': int(confusion[index, index]), 'accuracy': float(scores['recall'][index]),
            'precision': float(scores['precision'][index]),
            'recall': float(scores['recall'][index]), 'f1': float(scores['f1'][index])}
           for index, name in enumerate(class_names)]
@@ -130,14 +125,14 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names, path: str, title: 
   side = float(np.clip(0.13 * num_classes + 3, 6, 20))
   figure = Figure(figsize=(side, side))
   axis = figure.subplots()
-  image = axis.imshow(safe_ratio(confusion, confusion.sum(axis=1, keepdims=True)), cmap='Blues',
+  totals = confusion.sum(axis=1, keepdims=True)  # each true class's examples
+  image = axis.imshow(confusion / np.maximum(totals, 1), cmap='Blues',
                       vmin=0, vmax=1, interpolation='nearest')
   figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label='fraction of the true class')
   if num_classes <= ANNOTATE_MAX_CLASSES:
-    threshold = confusion.sum(axis=1, keepdims=True) / 2
     for (row, column), count in np.ndenumerate(confusion):
       axis.text(column, row, str(count), ha='center', va='center', fontsize=8,
-                color='white' if count > threshold[row, 0] else 'black')
+                color='white' if count > totals[row, 0] / 2 else 'black')
   ticks = np.arange(0, num_classes, math.ceil(num_classes / TICK_LABELS_MAX))
   labels = [class_names[index] for index in ticks]
   fontsize = tick_fontsize(len(ticks), 0.75 * side)

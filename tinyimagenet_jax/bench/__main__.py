@@ -6,8 +6,9 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from tinyimagenet_jax.bench import (common, io, members, memory, pipeline_vs_tfdata, scaling,
-                                    train_step)
+from tinyimagenet_jax import tuning
+from tinyimagenet_jax.bench import (common, device_input, io, members, memory,
+                                    pipeline_vs_tfdata, plan, scaling, time_to_result, train_step)
 
 BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'pipeline': io.pipeline_throughput,
@@ -18,6 +19,11 @@ BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'scaling': scaling.scaling,
     'train_step': train_step.train_step_speed,
     'members': members.members_speed,
+    'time_to_result': time_to_result.time_to_result,
+    'plan': plan.plan,
+    'device_input': device_input.device_input,
+    'device_step_waits': device_input.device_step_waits,
+    'steps_per_call': device_input.steps_per_call,
 }
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to measure, where one is needed.')
@@ -33,6 +39,7 @@ _JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.'
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  tuning.apply()  # before anything starts JAX's backends
   args = common.Args(config=_CONFIG.value, batches=_BATCHES.value, warmup=_WARMUP.value,
                      repeats=_REPEATS.value, models=tuple(_MODELS.value))
   rows = BENCHMARKS[_WHAT.value](args)

@@ -18,20 +18,16 @@ import time
 import jax
 import numpy as np
 
-from tinyimagenet_jax import checkpoint, models, optim, parallel
+from tinyimagenet_jax import build, checkpoint
 from tinyimagenet_jax.bench import common
-from tinyimagenet_jax.data import batch_ops, pipeline, sources, transforms
-from tinyimagenet_jax.state import create_train_state
+from tinyimagenet_jax.data import sources, transforms
 
 
 def pipeline_throughput(args: common.Args) -> list[dict]:
   """Images/s of the training pipeline over `batches` batches after `warmup` ones."""
   config, batches, warmup = args.require_config(), args.batches, args.warmup
   source = sources.load(config.data, config.data.train_split)
-  train_transform, _ = transforms.make_preprocess(config)
-  dataset = pipeline.train_dataset(source, train_transform, config.batch_size, config.seed,
-                                   batch_ops.make_batch_transform(config))
-  stream = pipeline.iterate(dataset, config.data)
+  stream = build.train_stream(config, source, transforms.make_preprocess(config)[0])
   try:
     for _ in range(warmup):
       batch = next(stream)
@@ -55,18 +51,9 @@ def _directory_megabytes(path: pathlib.Path) -> float:
 def checkpoint_cost(args: common.Args) -> list[dict]:
   """Checkpoint size, save and restore times, and a save's cost to training steps."""
   config, batches, warmup = args.require_config(), args.batches, args.warmup
-  mesh = parallel.make_mesh()
-  source = sources.load(config.data, config.data.train_split)
-  train_transform, eval_transform = transforms.make_preprocess(config)
-  model = models.build_model(config.model, len(source.class_names))
-  tx = optim.build_optimizer(config.optimizer, 100, config.num_epochs)
-  state = parallel.put_replicated(create_train_state(
-      model, tx, config.seed, eval_transform(source[0])['image'].shape), mesh)
-  stream = pipeline.iterate(
-      pipeline.train_dataset(source, train_transform, config.batch_size, config.seed),
-      config.data)
-  batch = parallel.put_batch(next(stream), mesh)
-  step = parallel.jit_train_step(mesh)
+  run = build.build(config)
+  state, stream, step = run.state, run.train_batches(), run.train_step
+  batch = run.device_batch(next(stream))
   progress = checkpoint.Progress()
   with tempfile.TemporaryDirectory() as directory:
     saves = checkpoint.Checkpoints(directory, keep=100)

@@ -4,7 +4,7 @@
 shapes (32x32x3, 100 classes, batch 64, SGD) take training steps on the same
 batch, formulated as:
 
-- separate: K jitted steps called one after another (`members.vmap='never'`);
+- separate: K jitted steps called one after another (K runs);
 - vmap: one program, plain `jax.vmap` (member convolutions become grouped ones);
 - map: one program, `jax.lax.map` over the members (a loop inside the program);
 - fused: one program, `member_ops`' formulation (one wide convolution for the

@@ -27,7 +27,7 @@ import threading
 
 import ml_collections
 
-from tinyimagenet_jax import train, writers
+from tinyimagenet_jax import train, tuning, writers
 from tinyimagenet_jax.bench import common, pipeline_vs_tfdata
 from tinyimagenet_jax.config import base_config
 from tinyimagenet_jax.data import sources
@@ -122,7 +122,9 @@ def epoch_rows(samples: Sequence[tuple[int, float]], epochs: int) -> list[dict]:
 
 
 def train_sampled(config: ml_collections.ConfigDict) -> tuple[list[tuple[int, float]], float]:
-  """Trains `config` in a temporary workdir while sampling; (samples, max RSS in MB)."""
+  """Trains `config` in a temporary workdir while sampling, tuned as launch.py tunes a run;
+  (samples, max RSS in MB)."""
+  tuning.apply()
   with tempfile.TemporaryDirectory() as workdir, sampling(workdir) as samples:
     train.train_and_evaluate(config, workdir)
   return samples, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MEGABYTE

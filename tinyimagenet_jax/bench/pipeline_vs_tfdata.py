@@ -45,10 +45,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from tinyimagenet_jax import models, optim, parallel, train
+from tinyimagenet_jax import build, models, optim, parallel, train
 from tinyimagenet_jax.bench import common
 from tinyimagenet_jax.config import base_config
-from tinyimagenet_jax.data import batch_ops, decoded_cache, pipeline, sources, transforms
+from tinyimagenet_jax.data import decoded_cache, sources, transforms
 from tinyimagenet_jax.state import create_train_state
 
 GRAIN_WORKERS = (0, 2)
@@ -304,14 +304,10 @@ def tf_train_dataset(config: ml_collections.ConfigDict, source: Sequence):
 def grain_stream(config: ml_collections.ConfigDict, source: Sequence,
                  num_workers: int | None = None) -> Iterator[dict]:
   """The training loop's grain stream for `config` (`num_workers` worker processes if given)."""
-  data = config.data.copy_and_resolve_references()
   if num_workers is not None:
-    data.num_workers = num_workers
-  train_transform, _ = transforms.make_preprocess(config)
-  return pipeline.iterate(
-      pipeline.train_dataset(source, train_transform, config.batch_size, config.seed,
-                             batch_ops.make_batch_transform(config)),
-      data)
+    config = config.copy_and_resolve_references()
+    config.data.num_workers = num_workers
+  return build.train_stream(config, source, transforms.make_preprocess(config)[0])
 
 
 def timed_batches(stream: Iterator, batches: int, warmup: int) -> float:
@@ -414,16 +410,13 @@ def step_waits(args: common.Args,
   host batch and by one cached device batch (medians of alternated turns), and their ratios."""
   rows = []
   for name, config in chosen_cases(args, names).items():
-    mesh = parallel.make_mesh()
-    source = sources.load(config.data, config.data.train_split)
-    _, eval_transform = transforms.make_preprocess(config)
-    model = models.build_model(config.model, len(source.class_names))
-    state, train_step_fn, _ = train.initial_state(
-        config, model, args.batches, eval_transform(source[0])['image'].shape)
-    state = parallel.put_replicated(state, mesh)
+    config = config.copy_and_resolve_references()
+    config.steps_per_epoch = args.batches
+    run = build.build(config)
+    mesh, state, source = run.mesh, run.state, run.train_source
     with contextlib.closing(grain_stream(config, source)) as stream:
       host_batch = next(stream)
-    train_step = parallel.compile_train_step(mesh, state, host_batch, train_step_fn)
+    train_step = parallel.compile_step(run.train_step, state, host_batch, mesh)
     device_batch = parallel.put_batch(host_batch, mesh)
 
     def through_loop(batches: Iterator[dict]) -> float:

@@ -3,7 +3,7 @@
 `scaling`: conv4 (global batch 128, 32x32, 10 classes, SGD with momentum) on
 random data, each device count in a fresh interpreter (the simulated device
 count is fixed when JAX starts). Each runs the project's path (`make_mesh`,
-`put_replicated`, `compile_train_step`, `put_batch`) and reports the losses of
+`put_replicated`, `compile_step`, `put_batch`) and reports the losses of
 its first `LOSS_STEPS` steps from the same initial state, which must equal the
 1-device ones (the max difference is reported, and a larger one than float
 rounding raises), then steps/s: the median of `--repeats` blocks of
@@ -52,7 +52,7 @@ def measure_here(batches: int, warmup: int, repeats: int) -> dict:
   state = parallel.put_replicated(create_train_state(
       model, optax.sgd(0.01, momentum=0.9), 0, (IMAGE_SIZE, IMAGE_SIZE, 3)), mesh)
   host_batches = random_batches(LOSS_STEPS)
-  step = parallel.compile_train_step(mesh, state, host_batches[0])
+  step = parallel.compile_step(parallel.jit_train_step(mesh), state, host_batches[0], mesh)
   losses = []
   for host_batch in host_batches:
     state, metrics = step(state, parallel.put_batch(host_batch, mesh))

@@ -7,7 +7,7 @@ at lr 0.01) on a fixed random batch already in place, for conv4 (batch 128,
 (`--repeats` rounds of `--batches` steps after `--warmup` steps):
 
   jax    the project's path: `build_model`, `create_train_state`, the optimizer
-         from the config, `parallel.compile_train_step` on a 1-device mesh
+         from the config, `parallel.compile_step` on a 1-device mesh
          (state donated), blocking on the last new state;
   torch  the twin in `torch_models` (equal parameter count, equal logits given
          the same weights), eager, channels_last, torch.optim.SGD, as many
@@ -91,7 +91,7 @@ def jax_steps(name: str, spec: BenchModel, batch: dict, dtype: str) -> Steps:
   state = parallel.put_replicated(create_train_state(
       model, optim.build_optimizer(plain_sgd(), 1, 1), 0, batch['image'].shape[1:],
       compute_dtype=dtype), mesh)
-  step = parallel.compile_train_step(mesh, state, batch)
+  step = parallel.compile_step(parallel.jit_train_step(mesh), state, batch, mesh)
   device_batch = parallel.put_batch(batch, mesh)
 
   def run(steps: int) -> None:

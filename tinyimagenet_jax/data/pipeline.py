@@ -15,6 +15,7 @@ its devices, so the global batch is the single-process one, row for row.
 from collections.abc import Callable, Iterator, Sequence
 import functools
 
+from absl import flags
 import grain
 import ml_collections
 import numpy as np
@@ -87,6 +88,8 @@ def iterate(
       grain.ReadOptions(num_threads=data.num_threads,
                         prefetch_buffer_size=data.prefetch_batches))
   if data.num_workers:
+    if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
+      flags.FLAGS.mark_as_parsed()
     stream = stream.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=data.num_workers))
   return iter(stream)

@@ -21,7 +21,9 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax.data import decoded_cache
+from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.errors import DataError
 from tinyimagenet_jax.errors import UserError
 
@@ -49,41 +51,29 @@ class ArraySource:
 
 @dataclasses.dataclass(frozen=True)
 class SubsetSource:
-  """The records of `parent` at `indices`, in that order."""
+  """The records of `parent` at `indices`, in that order; with `relabel`, only the classes
+  `kept` (config.data.classes), each parent label mapped to its position in `kept`.
+
+  A view of its own because grain's MapDataset views slice by start:stop:step only
+  and carry neither `class_names` nor `name(index)`.
+  """
 
   parent: Sequence
   indices: np.ndarray
+  relabel: np.ndarray | None = None
+  kept: tuple[str, ...] = ()
 
   @property
   def class_names(self) -> tuple[str, ...]:
-    return self.parent.class_names
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, index: int) -> dict:
-    return self.parent[int(self.indices[index])]
-
-  def name(self, index: int) -> str:
-    """The parent's name of the example."""
-    return self.parent.name(int(self.indices[index]))
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassSubsetSource:
-  """The records of `parent` at `indices`, labels mapped by `relabel` (parent label ->
-  its position in `class_names`, the kept classes: config.data.classes)."""
-
-  parent: Sequence
-  indices: np.ndarray
-  relabel: np.ndarray
-  class_names: tuple[str, ...]
+    return self.kept or self.parent.class_names
 
   def __len__(self) -> int:
     return len(self.indices)
 
   def __getitem__(self, index: int) -> dict:
     record = self.parent[int(self.indices[index])]
+    if self.relabel is None:
+      return record
     return {'image': record['image'], 'label': int(self.relabel[int(record['label'])])}
 
   def name(self, index: int) -> str:
@@ -429,6 +419,39 @@ SOURCES: dict[str, Callable[[ml_collections.ConfigDict, str], Sequence]] = {
 }
 
 
+def validate_source(data: ml_collections.ConfigDict) -> None:
+  """ConfigError unless `data.name` names a registered source."""
+  config_lib.one_of('data.name', data.name, SOURCES)
+
+
+def validate_data(data: ml_collections.ConfigDict) -> None:
+  """ConfigError for a bad validation size, Tiny ImageNet subset, class list or mean/std."""
+  size = data.validation_size
+  if size < 0 or (size >= 1 and int(size) != size):
+    raise ConfigError(
+        f'config.data.validation_size={size!r} must be a count (>= 1), a'
+        ' fraction in (0, 1), or 0 for none.'
+    )
+  config_lib.require(
+      config_lib.numbers(data.subset_split, 3), 'data.subset_split', data.subset_split,
+      'three per-class image counts (train, validation, test), e.g. (300, 100, 100)')
+  config_lib.require(
+      config_lib.is_number(data.subset_classes) and data.subset_classes >= 0,
+      'data.subset_classes', data.subset_classes,
+      'a number of Tiny ImageNet classes, or 0 for all 200')
+  classes = data.classes
+  config_lib.require(
+      isinstance(classes, (tuple, list)) and all(isinstance(name, str) and name
+                                                 for name in classes)
+      and len(set(classes)) == len(classes), 'data.classes', classes,
+      "distinct class names to keep, e.g. ('car', 'deer'), or () for all classes")
+  if len(data.mean) != len(data.std):
+    raise ConfigError(
+        f'config.data.mean={tuple(data.mean)} and config.data.std='
+        f'{tuple(data.std)} must have one value per channel each.'
+    )
+
+
 def source_labels(source: Sequence) -> np.ndarray:
   """Every record's label: the source's `labels` array, else read record by record (TFDS)."""
   labels = getattr(source, 'labels', None)
@@ -453,7 +476,7 @@ def keep_classes(source: Sequence, names: Sequence[str], dataset: str) -> Sequen
   if not len(indices):
     raise DataError(f'{dataset!r} holds no image of config.data.classes={tuple(names)!r} in'
                     ' this split; choose classes that occur in it.')
-  return ClassSubsetSource(source, indices, relabel, tuple(names))
+  return SubsetSource(source, indices, relabel, tuple(names))
 
 
 def load(data: ml_collections.ConfigDict, split: str) -> Sequence:
@@ -525,3 +548,24 @@ def load_splits(data: ml_collections.ConfigDict, seed: int) -> Splits:
     train, evals['val'] = split_off_validation(train, data.validation_size, seed)
   evals['test'] = test
   return Splits(train, evals)
+
+
+def image_shape(source: Sequence) -> tuple[int, ...]:
+  """One image's (height, width, channels), read from metadata where the source has it
+  (an array's shape, TFDS's feature spec, an image file's header), so building a run
+  decodes nothing; views delegate to the source they view."""
+  if isinstance(source, ArraySource):
+    return tuple(source.images.shape[1:])
+  if isinstance(source, ImageFolderSource):
+    with Image.open(source.paths[0]) as image:  # reads the header only
+      return (image.height, image.width, 3)  # decode_image converts to RGB
+  if isinstance(source, TfdsSource):
+    shape = source.records.dataset_info.features['image'].shape
+    if all(shape):
+      return tuple(shape)
+  if isinstance(source, decoded_cache.DecodedSource):
+    return tuple(np.load(source.path, mmap_mode='r').shape[1:])
+  parent = getattr(source, 'parent', None)
+  if parent is not None:
+    return image_shape(parent)
+  return tuple(source[0]['image'].shape)

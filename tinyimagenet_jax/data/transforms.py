@@ -10,6 +10,7 @@ augmentations (training only) -> to_float -> normalize. Augmentations are switch
 (a zero value or an empty tuple means off) and always run in the order of
 `AUGMENTATIONS`. The composed transforms are picklable dataclasses holding
 functools.partial objects, so grain can ship them to worker processes.
+`validate_preprocess` checks those config fields before anything runs.
 """
 
 from collections.abc import Callable, Sequence
@@ -18,9 +19,10 @@ import functools
 
 import ml_collections
 import numpy as np
-import threadpoolctl
 
-from tinyimagenet_jax.errors import DataError
+from tinyimagenet_jax import tuning
+from tinyimagenet_jax.config import is_number, numbers, require
+from tinyimagenet_jax.errors import ConfigError, DataError
 
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -68,20 +70,13 @@ def linear_resize_weights(in_size: int, out_size: int) -> np.ndarray:
   return (weights / weights.sum(1, keepdims=True)).astype(np.float32)
 
 
-@functools.cache
-def single_threaded_blas() -> None:
-  """Caps numpy's BLAS at one thread in this process, once.
-
-  Resizing is small matmuls; with BLAS threads each one woke threads that
-  fought the train step (and the other pipeline threads) for the cores,
-  about 1 s an image measured under a training load.
-  """
-  threadpoolctl.threadpool_limits(1, user_api='blas')
-
-
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Bilinear resize to height x width; clipped to [0, 1] against float rounding."""
-  single_threaded_blas()
+  """Bilinear resize to height x width; clipped to [0, 1] against float rounding.
+
+  Its first call in a process caps numpy's BLAS there at one thread
+  (`tuning.single_threaded_blas`), grain's worker processes included.
+  """
+  tuning.single_threaded_blas()
   rows = linear_resize_weights(image.shape[0], height)
   columns = linear_resize_weights(image.shape[1], width)
   resized = rows @ np.moveaxis(image, -1, 0) @ columns.T  # C x height x width
@@ -299,6 +294,15 @@ class Preprocess:
   crop_size: int = 0  # a square crop of this side; 0 does not crop
   random_crops: bool = False  # crop at random (training) rather than centrally (evaluation)
 
+  def output_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The model input's shape for source images of `image_shape`, without running it."""
+    height, width, channels = image_shape
+    if self.resize_shorter:
+      height, width = shorter_side_shape(height, width, self.resize_shorter)
+    if self.crop_size:
+      height = width = self.crop_size
+    return (height, width, channels)
+
   def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
     image = record['image']
     if self.resize_shorter:
@@ -325,3 +329,50 @@ def make_preprocess(config: ml_collections.ConfigDict) -> tuple[Preprocess, Prep
       for name, make in AUGMENTATIONS.items() if config.augment[name])
   return (Preprocess(mean, std, augmentations, random_crops=True, **sizes),
           Preprocess(mean, std, **sizes))
+
+
+def validate_preprocess(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for the first crop or augmentation setting that would fail inside a data worker."""
+  validate_crop(config.data)
+  validate_augment(config.augment)
+
+
+def validate_crop(data: ml_collections.ConfigDict) -> None:
+  """resize_shorter and crop_size are pixel counts, and the crop fits in the resize."""
+  for key in ('resize_shorter', 'crop_size'):
+    value = data[key]
+    require(is_number(value) and value >= 0 and int(value) == value, f'data.{key}', value,
+            'a whole number of pixels, or 0 for off')
+  if data.resize_shorter and data.crop_size > data.resize_shorter:
+    raise ConfigError(
+        f'config.data.crop_size={data.crop_size!r} must be at most'
+        f' config.data.resize_shorter={data.resize_shorter!r}, the side it crops from.')
+
+
+def validate_augment(augment: ml_collections.ConfigDict) -> None:
+  """Every config.augment value that would otherwise fail inside a data worker."""
+  require(0 <= augment.flip_prob <= 1, 'augment.flip_prob', augment.flip_prob,
+          'a probability in [0, 1]')
+  require(is_number(augment.translate) and 0 <= augment.translate < 1,
+          'augment.translate', augment.translate,
+          'a fraction of the image size in [0, 1), e.g. 0.1, or 0 for off')
+  require(is_number(augment.rotate_degrees) and augment.rotate_degrees >= 0,
+          'augment.rotate_degrees', augment.rotate_degrees,
+          'a number of degrees >= 0, e.g. 15, or 0 for off')
+  contrast = augment.contrast
+  require(not contrast or (numbers(contrast, 2) and 0 < contrast[0] <= contrast[1]),
+          'augment.contrast', contrast,
+          '2 positive numbers (lo, hi) with lo <= hi, e.g. (0.7, 1.3), or () for off')
+  jitter = augment.color_jitter
+  require(not jitter or (numbers(jitter, 3) and min(jitter) >= 0),
+          'augment.color_jitter', jitter,
+          '3 numbers >= 0 (brightness, contrast, saturation), e.g. (0.1, 0.1, 0.1),'
+          ' or () for off')
+  sharpness = augment.sharpness
+  require(not sharpness or (numbers(sharpness, 2) and sharpness[0] >= 0
+                            and 0 <= sharpness[1] <= 1),
+          'augment.sharpness', sharpness,
+          '(factor, prob) with factor >= 0 and prob in [0, 1], e.g. (2.0, 0.1), or () for off')
+  for key in ('mixup_alpha', 'cutmix_alpha'):
+    require(is_number(augment[key]) and augment[key] >= 0, f'augment.{key}', augment[key],
+            'a Beta(alpha, alpha) parameter >= 0, e.g. 0.2, or 0 for off')

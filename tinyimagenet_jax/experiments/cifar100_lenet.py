@@ -2,8 +2,8 @@
 
 Runs, each in <workdir>/<run> (resumable; a finished run is read, not retrained):
 - baseline_<model> for each model of config.study.models ('mlp': the 2LP,
-  'lenet5'): the report's baseline, config.study.seeds seeds each (one vmapped
-  run on GPU/TPU, else baseline_<model>_member<i>, see common.member_runs);
+  'lenet5'): the report's baseline, config.study.seeds seeds each as one run of
+  stacked members (common.member_runs);
 - exp1_<model>: experiment 1, the same architectures with config.study.tuned
   (OneCycle, gradient clipping, weight decay, the report's transforms) and the
   model's own OneCycle rates, config.study.onecycle.<model>;
@@ -35,7 +35,6 @@ import numpy as np
 from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import writers
 from tinyimagenet_jax.analysis import classwise, curves, tables
-from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.experiments import common
 
@@ -67,7 +66,7 @@ def check_study(config: ml_collections.ConfigDict) -> None:
 
 def baseline_config(config: ml_collections.ConfigDict, model: str) -> ml_collections.ConfigDict:
   """The report's baseline training of one model of config.study.models."""
-  return common.variant(config, **common.dotted(config.study.models[model], 'model.'))
+  return common.variant(config, {'model': config.study.models[model]})
 
 
 def baseline_seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -82,16 +81,15 @@ def tuned_runs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.Co
   runs = {}
   for stage, architectures in zip(STAGES, (study.models, study.exp2_models)):
     for model, architecture in architectures.items():
-      runs[f'{stage}_{model}'] = common.variant(config, **{
-          **common.dotted(study.tuned), **common.dotted(study.onecycle[model], 'optimizer.'),
-          **common.dotted(architecture, 'model.')})
+      runs[f'{stage}_{model}'] = common.variant(
+          config, study.tuned, {'optimizer': study.onecycle[model]}, {'model': architecture})
   return runs
 
 
 def transfer_runs(config: ml_collections.ConfigDict, source: ml_collections.ConfigDict,
                   source_dir: str) -> dict[str, ml_collections.ConfigDict]:
   """The source run's setup with config.transfer: from its weights, and from scratch."""
-  scratch = common.variant(source, **common.dotted(config.transfer))
+  scratch = common.variant(source, config.transfer)
   return {TRANSFER: common.variant(scratch, init_from=source_dir), SCRATCH: scratch}
 
 
@@ -134,10 +132,8 @@ def run_row(name: str, config: ml_collections.ConfigDict, history: list[dict]) -
 def test_predictions(config: ml_collections.ConfigDict, run_dir: str
                      ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   """(probabilities, labels, class names) of a run's newest checkpoint on the test split."""
-  restored = evaluation.restore(config, run_dir)
-  test = sources.load(config.data, config.data.eval_split)
-  probabilities, labels = evaluation.split_probabilities(restored, test)
-  return probabilities, labels, restored.class_names
+  run, scores = evaluation.score_saved(config, run_dir)
+  return scores.probabilities, scores.labels, run.class_names
 
 
 def classwise_reports(runs: dict[str, ml_collections.ConfigDict], best: dict[str, str],
@@ -212,11 +208,9 @@ def runs_stage(runs: dict[str, ml_collections.ConfigDict], workdir: str, name: s
   """Trains `runs`; writes <name>.csv/.md (a run_row each) and <name>.png (`keys` per
   epoch); returns (histories, files)."""
   histories = common.train_runs(runs, workdir)
-  files = [*tables.write_table([run_row(run, runs[run], history)
-                                for run, history in histories.items()],
-                               os.path.join(workdir, name)),
-           os.path.join(workdir, f'{name}.png')]
-  curves.plot_runs(histories, keys, files[-1], title=title)
+  files = common.write_comparison(
+      [run_row(run, runs[run], history) for run, history in histories.items()], histories,
+      os.path.join(workdir, name), keys, title)
   return histories, files
 
 

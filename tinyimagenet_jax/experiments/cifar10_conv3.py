@@ -28,7 +28,7 @@ import tqdm
 from tinyimagenet_jax import models
 from tinyimagenet_jax import snapshots
 from tinyimagenet_jax import train
-from tinyimagenet_jax.analysis import curves, tables, tsne
+from tinyimagenet_jax.analysis import tables, tsne
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data import transforms
 from tinyimagenet_jax.experiments import common
@@ -111,14 +111,6 @@ def optimizer_row(name: str, run: ml_collections.ConfigDict, history: list[dict]
           'learning_rate': run.optimizer.learning_rate, **run_metrics(history, run)}
 
 
-def write_comparison(rows: list[dict], histories: dict[str, list[dict]], path: str,
-                     title: str) -> list[str]:
-  """`<path>.csv/.md` from `rows` and `<path>.png`: the runs' curves side by side."""
-  files = list(tables.write_table(rows, path))
-  curves.plot_runs(histories, CURVE_KEYS, path + '.png', title=title)
-  return files + [path + '.png']
-
-
 def sample_test_images(config: ml_collections.ConfigDict, count: int
                        ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
   """(images, labels, class names): `count` eval-split images drawn with config.seed,
@@ -183,14 +175,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   histories = common.train_runs(regularisation | optimizers, workdir)
   main = run_name(MAIN, config)
   compared = {main: regularisation[main]} | optimizers
-  files = write_comparison(
+  files = common.write_comparison(
       [regularisation_row(name, run, histories[name]) for name, run in regularisation.items()],
       {name: histories[name] for name in regularisation}, os.path.join(workdir, 'regularisation'),
-      f'conv3_bn on {config.data.name}: batch norm and dropout')
-  files += write_comparison(
+      CURVE_KEYS, f'conv3_bn on {config.data.name}: batch norm and dropout')
+  files += common.write_comparison(
       [optimizer_row(name, run, histories[name]) for name, run in compared.items()],
       {run.optimizer.name: histories[name] for name, run in compared.items()},
-      os.path.join(workdir, 'optimizers'),
+      os.path.join(workdir, 'optimizers'), CURVE_KEYS,
       f'conv3_bn on {config.data.name}: optimizers')
   epochs = [epoch for epoch in config.snapshot_epochs if epoch <= len(histories[main])]
   if len(epochs) < len(config.snapshot_epochs):

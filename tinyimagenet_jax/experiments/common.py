@@ -14,44 +14,26 @@ import jax
 import ml_collections
 import tqdm
 
+from tinyimagenet_jax import build
 from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import members
-from tinyimagenet_jax import models
 from tinyimagenet_jax import train
-from tinyimagenet_jax.data import sources
-from tinyimagenet_jax.data import transforms
+from tinyimagenet_jax.analysis import curves, tables
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.state import TrainState
 
 
-def variant(config: ml_collections.ConfigDict, **overrides) -> ml_collections.ConfigDict:
-  """A copy of `config` as one plain run, with dotted-key overrides applied
-  (`variant(c, **{'model.dropout': 0.5})`)."""
+def variant(config: ml_collections.ConfigDict, *sections: dict,
+            **overrides) -> ml_collections.ConfigDict:
+  """A copy of `config` as one plain run, updated by nested `sections`
+  (`{'model': {'dropout': 0.5}}`), then by dotted-key `overrides`
+  (`**{'model.dropout': 0.5}`): ConfigDict's own updates, which may add fields."""
   copy = ml_collections.ConfigDict(config.to_dict())
   copy.experiment = ''
-  for key, value in overrides.items():
-    section, _, field = key.rpartition('.')
-    parent = copy
-    for part in filter(None, section.split('.')):
-      parent = parent[part]
-    if field not in parent:
-      with parent.unlocked():
-        parent[field] = value
-    else:
-      parent[field] = value
+  for section in sections:
+    copy.update(section)
+  copy.update_from_flattened_dict(overrides)
   return copy
-
-
-def dotted(section: ml_collections.ConfigDict, prefix: str = '') -> dict:
-  """A nested section of overrides as `variant`'s dotted keys:
-  {'optimizer': {'learning_rate': 0.1}} -> {'optimizer.learning_rate': 0.1}."""
-  keys = {}
-  for key, value in section.items():
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      keys.update(dotted(value, f'{prefix}{key}.'))
-    else:
-      keys[f'{prefix}{key}'] = value
-  return keys
 
 
 def train_runs(runs: dict[str, ml_collections.ConfigDict], workdir: str) -> dict[str, list]:
@@ -70,17 +52,12 @@ def run_dir(workdir: str, name: str) -> str:
 
 def member_runs(name: str, config: ml_collections.ConfigDict, seeds: Sequence[int] = (),
                 learning_rates: Sequence[float] = ()) -> dict[str, ml_collections.ConfigDict]:
-  """The runs of K models differing in seed and/or learning rate: one vmapped run
-  `name` when `members.use_vmap(config)`, else K runs `<name>_member<i>`."""
+  """The run `name` of K models differing in seed and/or learning rate: one program on
+  every backend (`members`), so its folder is the same wherever it trains."""
   count = max(len(seeds), len(learning_rates))
-  seeds = list(seeds) or [config.seed + index for index in range(count)]
-  rates = list(learning_rates) or [config.optimizer.learning_rate] * count
-  if members.use_vmap(config):
-    return {name: variant(config, **{'members.seeds': tuple(seeds),
-                                     'members.learning_rates': tuple(rates)})}
-  return {member_run_name(name, index): variant(
-      config, **{'members.seeds': (seed,), 'optimizer.learning_rate': rate})
-          for index, (seed, rate) in enumerate(zip(seeds, rates))}
+  return {name: variant(config, **{
+      'members.seeds': tuple(seeds) or tuple(config.seed + index for index in range(count)),
+      'members.learning_rates': tuple(learning_rates) or (config.optimizer.learning_rate,) * count})}
 
 
 def train_members(name: str, config: ml_collections.ConfigDict, workdir: str,
@@ -88,16 +65,8 @@ def train_members(name: str, config: ml_collections.ConfigDict, workdir: str,
                   ) -> list[list[dict]]:
   """Trains the `member_runs`; each member's history."""
   runs = member_runs(name, config, seeds, learning_rates)
-  histories = list(train_runs(runs, workdir).values())
-  if members.use_vmap(config):
-    return [members.member_history(histories[0], index)
-            for index in range(members.member_count(runs[name]))]
-  return histories
-
-
-def member_run_name(name: str, index: int) -> str:
-  """The run folder of member `index` when members are trained one after another."""
-  return f'{name}_member{index}'
+  history = train_runs(runs, workdir)[name]
+  return members.member_histories(history, members.member_count(runs[name]))
 
 
 def first_epoch_at_or_below(history: list[dict], key: str, target: float) -> int | None:
@@ -114,18 +83,12 @@ def evaluate_runs(runs: dict[str, ml_collections.ConfigDict], workdir: str) -> d
 def initial_state(config: ml_collections.ConfigDict) -> TrainState:
   """The state a run of `config` starts from (its seeds' initialisation, before
   init_from), as train_and_evaluate builds it: bit for bit the same parameters."""
-  source = sources.load(config.data, config.data.train_split)
-  _, eval_transform = transforms.make_preprocess(config)
-  model = models.build_model(config.model, len(source.class_names))
-  steps_per_epoch = train.resolve_steps_per_epoch(config, len(source))
-  state, _, _ = train.initial_state(config, model, steps_per_epoch,
-                                    eval_transform(source[0])['image'].shape)
-  return state
+  return build.build(config).state
 
 
 def parameter_count(config: ml_collections.ConfigDict) -> int:
   """How many trainable numbers one model of `config` has (from shapes: nothing computed)."""
-  params = jax.eval_shape(lambda: initial_state(config).params)
+  params = build.build(config, 'evaluate').state.params
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params)) // members.member_count(
       config)
 
@@ -152,6 +115,14 @@ def smoke(config: ml_collections.ConfigDict, steps: int = 3, epochs: int = 2,
   config.steps_per_epoch, config.num_epochs = steps, epochs
   config.progress_bar = False
   return config
+
+
+def write_comparison(rows: list[dict], histories: dict[str, list[dict]], path: str,
+                     keys: tuple[str, ...], title: str, **plot_options) -> list[str]:
+  """`<path>.csv/.md` from `rows` and `<path>.png`: the runs' `keys` per epoch side by side."""
+  files = [*tables.write_table(rows, path), path + '.png']
+  curves.plot_runs(histories, keys, files[-1], title=title, **plot_options)
+  return files
 
 
 def write_summary(summary: dict, lines: list[str], workdir: str) -> list[str]:

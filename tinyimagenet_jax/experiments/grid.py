@@ -16,7 +16,6 @@ import os
 
 import ml_collections
 
-from tinyimagenet_jax.analysis import curves, tables
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.experiments import common
 
@@ -94,8 +93,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rows.sort(key=lambda row: row[config.grid_metric], reverse=config.grid_mode == 'max')
   for rank, row in enumerate(rows, 1):
     row['rank'] = rank
-  files = list(tables.write_table(rows, os.path.join(workdir, 'grid')))
-  files.append(os.path.join(workdir, 'grid.png'))
-  curves.plot_runs(histories, (config.grid_metric,), files[-1], highlight=(rows[0]['run'],),
-                   title=f'grid over {len(rows)} runs (best bold)')
+  files = common.write_comparison(rows, histories, os.path.join(workdir, 'grid'),
+                                  (config.grid_metric,), f'grid over {len(rows)} runs (best bold)',
+                                  highlight=(rows[0]['run'],))
   return {'rows': rows, 'files': files}

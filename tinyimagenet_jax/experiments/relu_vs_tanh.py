@@ -5,8 +5,8 @@ each run stops at `target_train_error` (or the epoch cap). The learning rate
 reaching the target in the fewest epochs is chosen per activation (ties: the
 lower training error then). With `sweep.prune`, a later candidate is capped at
 the best epoch count so far, since it can only tie or win within that many.
-On GPU/TPU (members.vmap 'auto') an activation's candidates train as one
-vmapped program instead, all to the target or the cap.
+The candidates train one after another on every backend: each stops at its own
+target or cap, and the report's seconds per epoch are one model's.
 
 Writes: runs.csv/.md (every run), training_error.png (train error vs epoch,
 the chosen runs bold), seconds_per_epoch.png, summary.json/.md (the chosen
@@ -18,7 +18,6 @@ import os
 import ml_collections
 import numpy as np
 
-from tinyimagenet_jax import members
 from tinyimagenet_jax.analysis import curves, tables
 from tinyimagenet_jax.experiments import common
 
@@ -36,36 +35,22 @@ def activation_config(config: ml_collections.ConfigDict, activation: str
   return common.variant(config, **{'model.activation': activation})
 
 
-def vmapped(config: ml_collections.ConfigDict, activation: str) -> bool:
-  """Whether an activation's candidates train as one vmapped run (GPU/TPU)."""
-  return members.use_vmap(config) and len(config.sweep[activation]) > 1
-
-
 def candidate_runs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
   """Every run folder of the sweep with its config (uncapped)."""
   runs = {}
   for activation in ACTIVATIONS:
-    rates = tuple(config.sweep[activation])
     base = activation_config(config, activation)
-    if vmapped(config, activation):
-      runs.update(common.member_runs(activation, base, [config.seed] * len(rates), rates))
-    else:
-      runs.update({run_name(activation, rate): common.variant(
-          base, **{'optimizer.learning_rate': rate}) for rate in rates})
+    runs.update({run_name(activation, rate): common.variant(
+        base, **{'optimizer.learning_rate': rate}) for rate in config.sweep[activation]})
   return runs
 
 
 def sweep_activation(config: ml_collections.ConfigDict, activation: str, workdir: str
                      ) -> dict[str, list[dict]]:
   """The histories of one activation's candidate runs, by run name."""
-  rates = tuple(config.sweep[activation])
   base = activation_config(config, activation)
-  if vmapped(config, activation):
-    histories = common.train_members(activation, base, workdir, [config.seed] * len(rates),
-                                     rates)
-    return {run_name(activation, rate): history for rate, history in zip(rates, histories)}
   histories, cap = {}, config.num_epochs
-  for rate in rates:
+  for rate in config.sweep[activation]:
     name = run_name(activation, rate)
     run = common.variant(base, **{'optimizer.learning_rate': rate, 'num_epochs': cap})
     histories.update(common.train_runs({name: run}, workdir))

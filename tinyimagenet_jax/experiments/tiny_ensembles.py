@@ -7,8 +7,7 @@ Runs, each in <workdir>/<run> (resumable; a finished run is read, not retrained)
   L2 1e-3, dropout 0.5);
 - the members: config.ensembles.member_model trained config.ensembles.member_epochs
   epochs, one member per (seed, learning rate) of config.ensembles.seeds and
-  .learning_rates; one vmapped run `members` on GPU/TPU, else runs
-  members_member<i> (config.members.vmap, common.member_runs).
+  .learning_rates, as one run `members` of stacked models (common.member_runs).
 
 Everything is measured on data.eval_split ('validation' for all 200 classes; the
 official test split is unlabelled). The best model is the one with the highest
@@ -39,8 +38,7 @@ import ml_collections
 import numpy as np
 
 from tinyimagenet_jax import evaluation
-from tinyimagenet_jax.analysis import classwise, curves, ensembles, filters, tables
-from tinyimagenet_jax.data import sources
+from tinyimagenet_jax.analysis import classwise, ensembles, filters, tables
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.experiments import common
 
@@ -78,7 +76,7 @@ def member_base(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def member_runs(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
-  """The members' run(s): one vmapped run, or one run per member, in member order."""
+  """The members' run: K stacked models, one program."""
   return common.member_runs(MEMBERS, member_base(config), config.ensembles.seeds,
                             config.ensembles.learning_rates)
 
@@ -124,11 +122,10 @@ def first_conv_kernel(params) -> np.ndarray:
 def best_model_reports(run: ml_collections.ConfigDict, run_dir: str, workdir: str
                        ) -> tuple[dict, list[str]]:
   """The best model's per-class report (named classes) and first-layer filters."""
-  restored = evaluation.restore(run, run_dir)
-  source = sources.load(run.data, run.data.eval_split)
-  probabilities, labels = evaluation.split_probabilities(restored, source)
-  report = classwise.write_classwise_report(labels, probabilities, class_words(source),
-                                            workdir, CLASSWISE)
+  restored, scores = evaluation.score_saved(run, run_dir)
+  source = restored.eval_sources[run.data.eval_split]
+  report = classwise.write_classwise_report(scores.labels, scores.probabilities,
+                                            class_words(source), workdir, CLASSWISE)
   files = [os.path.join(workdir, CLASSWISE + suffix) for suffix in CLASSWISE_FILES]
   files.append(os.path.join(workdir, 'filters.png'))
   filters.write_filter_image(first_conv_kernel(restored.state.params), files[-1])
@@ -138,21 +135,17 @@ def best_model_reports(run: ml_collections.ConfigDict, run_dir: str, workdir: st
 def member_probabilities(runs: dict[str, ml_collections.ConfigDict], workdir: str
                          ) -> tuple[np.ndarray, np.ndarray]:
   """(K, N, C) probabilities of every member on the eval split, and the (N,) labels."""
-  chunks, labels = [], None
-  for name, run in runs.items():
-    restored = evaluation.restore(run, common.run_dir(workdir, name))
-    probabilities, labels = evaluation.split_probabilities(
-        restored, sources.load(run.data, run.data.eval_split))
-    chunks.append(probabilities if restored.stacked else probabilities[None])
-  return np.concatenate(chunks), labels
+  (name, run), = runs.items()
+  _, scores = evaluation.score_saved(run, common.run_dir(workdir, name))
+  return scores.probabilities, scores.labels
 
 
 def member_rows(config: ml_collections.ConfigDict, runs: dict, histories: list[list[dict]],
                 probabilities: np.ndarray, labels: np.ndarray) -> list[dict]:
   """Per member: its run, seed, learning rate, final top-1 (history) and accuracy
   of its own probabilities (the same number, recomputed)."""
-  names = list(runs) if len(runs) > 1 else list(runs) * len(histories)  # one vmapped run
-  return [{'member': index, 'run': names[index], 'seed': seed, 'learning_rate': rate,
+  (name,) = runs
+  return [{'member': index, 'run': name, 'seed': seed, 'learning_rate': rate,
            'final_top1': histories[index][-1]['test_top1'],
            'accuracy': ensembles.accuracy(probabilities[index], labels)}
           for index, (seed, rate) in enumerate(zip(config.ensembles.seeds,
@@ -197,10 +190,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return common.evaluate_runs(models | members, workdir)
   histories = common.train_runs(models, workdir)
   rows = [model_row(name, models[name], history) for name, history in histories.items()]
-  files = list(tables.write_table(rows, os.path.join(workdir, 'models')))
-  files.append(os.path.join(workdir, 'models.png'))
-  curves.plot_runs(histories, CURVE_KEYS, files[-1],
-                   title=f'{config.data.name}: train accuracy and {config.data.eval_split} top-1')
+  files = common.write_comparison(
+      rows, histories, os.path.join(workdir, 'models'), CURVE_KEYS,
+      f'{config.data.name}: train accuracy and {config.data.eval_split} top-1')
 
   best = max(rows, key=lambda row: row['final_top1'])['model']
   best_dir = common.run_dir(workdir, best)

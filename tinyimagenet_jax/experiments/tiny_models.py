@@ -35,7 +35,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import optim
 from tinyimagenet_jax import snapshots
@@ -50,7 +49,7 @@ CURVE_KEYS = ('train_accuracy', 'val_top1')
 
 def freeze_ends(run: ml_collections.ConfigDict) -> tuple[int, ...]:
   """The epochs after which some of the run's frozen parameters start training."""
-  return tuple(sorted({int(epoch) for _, epoch in config_lib.parse_freeze(run.optimizer.freeze)
+  return tuple(sorted({int(epoch) for _, epoch in optim.parse_freeze(run.optimizer.freeze)
                        if 0 < epoch < math.inf}))
 
 
@@ -62,10 +61,10 @@ def experiment_runs(config: ml_collections.ConfigDict) -> dict[str, ml_collectio
   runs = {}
   for name, overrides in options.runs.items():
     pretrained = bool(config.init_from) and name in options.pretrained_runs
-    run = common.variant(config, **common.dotted(overrides),
+    run = common.variant(config, overrides,
                          init_from=config.init_from if pretrained else '')
     if pretrained:
-      run = common.variant(run, **common.dotted(options.pretrained_data, 'data.'))
+      run = common.variant(run, {'data': options.pretrained_data})
     runs[name] = common.variant(run, snapshot_epochs=freeze_ends(run))
   return runs
 
@@ -112,7 +111,7 @@ def frozen_rows(name: str, run: ml_collections.ConfigDict, run_dir: str, epochs_
                 ) -> list[dict]:
   """Per freeze entry of a run: its arrays compared with their initial values at the
   end of their frozen period (which optim.frozen_until gives each array) and at the end."""
-  entries = config_lib.parse_freeze(run.optimizer.freeze)
+  entries = optim.parse_freeze(run.optimizer.freeze)
   final = named_arrays(evaluation.restore(run, run_dir).state.params)
   initial = params_after(0, final, run_dir, epochs_run)
   rows = []

@@ -10,6 +10,7 @@ import dataclasses
 import flax.linen as nn
 import ml_collections
 
+from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.models import alexnet, convnets, lenet, mlp, resnet, vgg
 
@@ -32,11 +33,14 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 
+def validate_model(model: ml_collections.ConfigDict) -> None:
+  """ConfigError unless `model.name` names a registered model."""
+  config_lib.one_of('model.name', model.name, MODELS)
+
+
 def build_model(model: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """The module named by `model.name`, its other fields as constructor options."""
-  if model.name not in MODELS:
-    raise ConfigError(f'config.model.name={model.name!r} is not a valid choice; choose one'
-                      ' of: ' + ', '.join(sorted(MODELS)))
+  validate_model(model)
   cls = MODELS[model.name]
   options = {key: value for key, value in model.items() if key != 'name'}
   fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name', 'num_classes'}

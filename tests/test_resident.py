@@ -1,0 +1,86 @@
+"""The device path: splits resident on the devices, batches gathered there, several steps a call."""
+
+import jax
+import numpy as np
+import pytest
+
+from tinyimagenet_jax import build, evaluation, train, writers
+from tinyimagenet_jax.data import resident, sources
+from tinyimagenet_jax.errors import ConfigError
+
+
+def test_each_epoch_is_a_permutation_drawn_from_seed_and_epoch():
+  orders = [np.asarray(resident.epoch_order(7, epoch, 1437)) for epoch in (0, 1, 0)]
+  assert sorted(orders[0]) == list(range(1437))
+  assert not np.array_equal(orders[0], orders[1])
+  np.testing.assert_array_equal(orders[0], orders[2])
+  assert not np.array_equal(orders[0], np.asarray(resident.epoch_order(8, 0, 1437)))
+
+
+def test_a_resident_split_holds_the_sources_records_in_order():
+  source = sources.digits('test')
+  split = resident.put_resident(source, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  np.testing.assert_array_equal(np.asarray(split.images), source.images)
+  np.testing.assert_array_equal(np.asarray(split.labels), source.labels)
+  assert resident.split_bytes(source) == 360 * (8 * 8 + 4)
+
+
+@pytest.mark.parametrize('placement, fraction, chosen', [
+    ('auto', 0.3, 'device'), ('auto', 1e-9, 'host'), ('host', 0.3, 'host'),
+    ('device', 1e-9, 'device')])
+def test_placement_follows_the_config_and_the_memory_budget(digits_config, placement, fraction,
+                                                            chosen):
+  digits_config.data.placement = placement
+  digits_config.data.device_memory_fraction = fraction
+  assert resident.resolve_placement(digits_config, [sources.digits('train')]) == chosen
+
+
+@pytest.mark.parametrize('steps_per_epoch, every, asked, expected', [
+    (22, 0, 0, 1 if jax.default_backend() == 'cpu' else 11), (22, 0, 4, 2), (22, 4, 16, 2),
+    (20, 0, 8, 5), (7, 0, 16, 7), (22, 7, 16, 1)])
+def test_steps_per_call_divide_the_epoch_and_the_checkpoint_interval(
+    digits_config, steps_per_epoch, every, asked, expected):
+  digits_config.checkpoint_every_steps, digits_config.steps_per_call = every, asked
+  assert build.steps_per_call_for(digits_config, steps_per_epoch) == expected
+
+
+def test_several_steps_a_call_give_the_metrics_of_one_step_a_call(digits_config, tmp_path):
+  """A lax.scan of 11 steps computes what 11 calls of one step do (to float rounding)."""
+  digits_config.data.placement = 'device'
+  histories = {}
+  for steps_per_call in (1, 11):
+    digits_config.steps_per_call = steps_per_call
+    _, histories[steps_per_call] = train.train_and_evaluate(
+        digits_config, str(tmp_path / str(steps_per_call)))
+    assert [record['step'] for record in writers.read_steps(
+        str(tmp_path / str(steps_per_call)))] == list(range(1, 45))
+  for one, many in zip(histories[1], histories[11]):
+    for key in ('train_loss', 'train_accuracy', 'test_loss', 'test_top1'):
+      np.testing.assert_allclose(many[key], one[key], rtol=1e-5, atol=1e-6)
+
+
+def test_device_evaluation_matches_the_host_evaluator(digits_config, tmp_path):
+  digits_config.data.placement = 'device'
+  state, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  on_host = evaluation.evaluate(build.build(digits_config, 'evaluate'), state, 'test')
+  for key in ('loss', 'top1', 'top5'):
+    np.testing.assert_allclose(history[-1][f'test_{key}'], on_host.metrics[key], rtol=1e-6)
+  assert on_host.metrics['count'] == 360
+
+
+def test_a_run_cannot_resume_on_the_other_data_path(digits_config, tmp_path):
+  digits_config.data.placement, digits_config.num_epochs = 'device', 1
+  train.train_and_evaluate(digits_config, str(tmp_path))
+  digits_config.data.placement, digits_config.num_epochs = 'host', 2
+  with pytest.raises(ConfigError, match='placement=device'):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+
+
+@pytest.mark.parametrize('key, value', [('data.placement', 'gpu'),
+                                        ('data.device_memory_fraction', 0.0),
+                                        ('steps_per_call', -1)])
+def test_placement_mistakes_are_one_line(digits_config, key, value, tmp_path):
+  section, _, field = key.rpartition('.')
+  (digits_config[section] if section else digits_config)[field] = value
+  with pytest.raises(ConfigError, match=f'{field}.*{value}'):
+    train.train_and_evaluate(digits_config, str(tmp_path))

@@ -1,0 +1,263 @@
+"""Time to result: a run's wall time against the sum of its training steps' isolated math.
+
+`time_to_result` runs each case as a user runs it, `python launch.py --config=...` in a
+fresh process and a fresh workdir, with batches made on the host and on the device
+(`--config.data.placement=host|device`, alternated), each first with a cold JAX
+compilation cache (a fresh empty folder), then warm (the folder the cold run filled).
+A run's math is its train step alone, compiled, on one batch already on the device,
+timed over up to `--batches` steps (after `--warmup`) and scaled to the steps the run
+took (its steps.jsonl), summed over an experiment's runs. The goals (issue 14): the
+quickstart's wall at most 1.3x its math cold and 1.15x warm; each smoke mode within 20 s.
+
+Cases (`--models` picks some, by name): the quickstart; conv4 on CIFAR-10 for
+`--batches` steps, then its test split, from ../shared/data's JPEGs (unpacked into a
+temporary folder, read through the decoded cache); tiny_m1 on a 10-class Tiny ImageNet
+subset built with TFDS from ../shared/data's archive (needs TensorFlow; skipped with the
+reason where it cannot be built); each experiment's smoke mode. Data preparation (the
+decoded cache, the TFDS build) happens before the timed runs. `--repeats` repeats the
+whole alternation, with fresh cold folders; the rows give medians.
+
+    python -m tinyimagenet_jax.bench --what=time_to_result --repeats=1 --batches=200
+"""
+
+from collections.abc import Sequence
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+import jax
+import ml_collections
+
+from tinyimagenet_jax import build
+from tinyimagenet_jax import parallel
+from tinyimagenet_jax import writers
+from tinyimagenet_jax.bench import common
+from tinyimagenet_jax.data import sources
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / 'shared' / 'data'
+PLACEMENTS = ('host', 'device')
+SMOKES = ('relu_vs_tanh', 'cifar10_conv3', 'tiny_models', 'cifar100_lenet', 'tiny_ensembles')
+# Ceilings: the quickstart's wall / math with a cold and a warm cache; a smoke mode's wall.
+QUICKSTART_RATIO_GOALS = {'cold': 1.3, 'warm': 1.15}
+SMOKE_GOAL_SECONDS = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """A run to time: a config file (with its ':arg'), overrides, and the shared archive
+  its data comes from ('' for the offline digits)."""
+
+  name: str
+  config: str
+  overrides: dict = dataclasses.field(default_factory=dict)
+  archive: str = ''
+
+
+def cases(scratch: pathlib.Path, steps: int) -> dict[str, Case]:
+  """Every case by name; the CIFAR-10 and Tiny ImageNet ones train `steps` steps."""
+  short = {'steps_per_epoch': steps, 'num_epochs': 1, 'data.decoded_cache': True}
+  return {
+      'quickstart': Case('quickstart', 'configs/quickstart.py'),
+      'cifar10_conv4': Case('cifar10_conv4', 'configs/conv4_relu.py', {
+          'data.name': 'image_folder', **short,
+          'data.root': str(scratch / 'cifar-10-images-jpg')}, 'cifar-10-images-jpg.tgz'),
+      'tiny_m1': Case('tiny_m1', 'configs/tiny_ensembles.py', {
+          'experiment': '', 'model.name': 'tiny_m1', **short, 'batch_size': 32,
+          'data.manual_dir': str(SHARED_DATA), 'data.data_dir': str(scratch / 'tfds'),
+          'data.download': False, 'data.subset_classes': 10,
+          'data.subset_split': (100, 20, 20)}, 'tiny-imagenet-200.tgz'),
+      **{f'{name}:smoke': Case(f'{name}:smoke', f'configs/{name}.py:smoke') for name in SMOKES},
+  }
+
+
+def flag_value(value) -> str:
+  """A config value as launch.py's --config.<key>= flag reads it back."""
+  if isinstance(value, tuple):
+    return '(' + ','.join(map(str, value)) + (',)' if len(value) == 1 else ')')
+  return str(value)
+
+
+def launch_flags(case: Case, placement: str, workdir: pathlib.Path) -> list[str]:
+  """launch.py's command line for `case` with batches made on `placement`."""
+  overrides = {**case.overrides, 'data.placement': placement}
+  return [f'--config={case.config}', f'--workdir={workdir}',
+          *(f'--config.{key}={flag_value(value)}' for key, value in overrides.items())]
+
+
+def case_config(case: Case) -> ml_collections.ConfigDict:
+  """The config launch.py makes for `case` (before the placement)."""
+  config = build.load_config(str(REPO / case.config.split(':')[0]) + (
+      ':' + case.config.split(':')[1] if ':' in case.config else ''))
+  config.update_from_flattened_dict(case.overrides)
+  return config
+
+
+def unpack(archive: pathlib.Path, target: pathlib.Path) -> None:
+  """Unpacks a .tgz into `target`: with GNU tar where there is one (a quarter of tarfile's time)."""
+  if shutil.which('tar'):
+    subprocess.run(['tar', 'xzf', str(archive), '-C', str(target)], check=True)
+  else:
+    with tarfile.open(archive) as tar:
+      tar.extractall(target, filter='data')
+
+
+def prepare(case: Case, scratch: pathlib.Path) -> str:
+  """Unpacks the case's archive and builds its data (decoded cache, TFDS), outside the
+  timed runs; '' when ready, else why the case is skipped."""
+  if not case.archive:
+    return ''
+  archive = SHARED_DATA / case.archive
+  if not archive.exists():
+    return f'{archive} is absent'
+  config = case_config(case)
+  if config.data.name == 'image_folder' and not pathlib.Path(config.data.root).exists():
+    unpack(archive, scratch)
+  config.data.download = True  # a TFDS build from manual_dir (needs TensorFlow)
+  try:
+    sources.load_splits(config.data, config.seed)
+  except Exception as error:  # pylint: disable=broad-except
+    return f'its data could not be prepared here: {type(error).__name__}: {error}'
+  return ''
+
+
+def launch_seconds(case: Case, placement: str, workdir: pathlib.Path,
+                   cache_dir: pathlib.Path) -> tuple[float, str]:
+  """Wall seconds of `python launch.py` for the case, in a fresh process using the JAX
+  compilation cache in `cache_dir`; and its error line ('' when it succeeded)."""
+  command = [sys.executable, 'launch.py', *launch_flags(case, placement, workdir)]
+  start = time.perf_counter()
+  result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False,
+                          env={**os.environ, 'JAX_COMPILATION_CACHE_DIR': str(cache_dir)})
+  seconds = time.perf_counter() - start
+  lines = result.stderr.strip().splitlines() or ['no output']
+  return seconds, '' if result.returncode == 0 else f'exit {result.returncode}: {lines[-1]}'
+
+
+def run_folders(workdir: pathlib.Path) -> list[pathlib.Path]:
+  """Every run under `workdir` (one, or an experiment's): folders with config.json and steps."""
+  return sorted(path.parent for path in workdir.rglob(writers.STEPS_JSONL)
+                if (path.parent / 'config.json').exists())
+
+
+def as_tuples(value):
+  """JSON's lists back as the config's tuples, at every depth."""
+  if isinstance(value, dict):
+    return {key: as_tuples(item) for key, item in value.items()}
+  return tuple(as_tuples(item) for item in value) if isinstance(value, list) else value
+
+
+def saved_config(folder: pathlib.Path) -> ml_collections.ConfigDict:
+  """The config a run trained with, from its config.json."""
+  return ml_collections.ConfigDict(as_tuples(json.loads((folder / 'config.json').read_text())))
+
+
+def step_seconds(config: ml_collections.ConfigDict, sample: int, warmup: int) -> float:
+  """Seconds of one train step of `config` alone: compiled, on one batch already on the
+  device, the mean of `sample` steps after `warmup`."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data.placement = 'host'  # one batch on the device is all the step reads
+  run = build.build(config)
+  stream = run.train_batches()
+  host_batch = next(stream)
+  stream.close()
+  step = parallel.compile_step(run.train_step, run.state, host_batch, run.mesh)
+  state, batch = run.state, run.device_batch(host_batch)
+
+  def steps(count: int) -> None:
+    nonlocal state
+    for _ in range(count):
+      state, _ = step(state, batch)
+    jax.block_until_ready(state)
+
+  steps(warmup)
+  return common.seconds(lambda: steps(sample)) / sample
+
+
+def math_seconds(workdir: pathlib.Path, sample: int, warmup: int) -> tuple[int, float]:
+  """(steps, seconds): the steps every run under `workdir` took, and the sum of their
+  isolated math (each run's step time times its steps)."""
+  total_steps, total_seconds = 0, 0.0
+  for folder in run_folders(workdir):
+    count = len(writers.read_steps(str(folder)))
+    if count:
+      total_steps += count
+      total_seconds += count * step_seconds(saved_config(folder), min(count, sample), warmup)
+  return total_steps, total_seconds
+
+
+def ratio(wall: float, math: float) -> float | None:
+  """Wall time over the steps' math (None without math to compare with)."""
+  return round(wall / math, 2) if math > 0 else None
+
+
+def goal(case: str, cache: str, wall: float, wall_over_math: float | None) -> str:
+  """The issue's goal for this row, and whether it was met ('' where none is set)."""
+  if case == 'quickstart' and wall_over_math is not None:
+    ceiling = QUICKSTART_RATIO_GOALS[cache]
+    return f"ratio <= {ceiling}: {'met' if wall_over_math <= ceiling else 'not met'}"
+  if case.endswith(':smoke'):
+    met = 'met' if wall <= SMOKE_GOAL_SECONDS else 'not met'
+    return f'wall <= {SMOKE_GOAL_SECONDS:.0f} s: {met}'
+  return ''
+
+
+def measure(case: Case, scratch: pathlib.Path, args: common.Args,
+            placements: Sequence[str] = PLACEMENTS) -> list[dict]:
+  """One row per placement and cache (cold, warm): median wall, steps, math and ratio."""
+  walls = {(placement, cache): [] for cache in ('cold', 'warm') for placement in placements}
+  errors, loads, math = {}, {key: [] for key in walls}, None
+  for repeat in range(args.repeats):
+    for cache in ('cold', 'warm'):  # a fresh folder for cold; warm reuses what it filled
+      for placement in placements:  # alternated
+        key = (placement, cache)
+        cache_dir = scratch / 'jax_cache' / case.name / placement / str(repeat)
+        workdir = scratch / 'runs' / case.name / placement / cache / str(repeat)
+        loads[key].append(os.getloadavg()[0])
+        seconds, error = launch_seconds(case, placement, workdir, cache_dir)
+        walls[key].append(seconds)
+        errors[key] = errors.get(key) or error
+        if math is None and not error:
+          math = math_seconds(workdir, args.batches, args.warmup)
+  steps, math_s = math or (0, 0.0)
+  rows = []
+  for (placement, cache), seconds in walls.items():
+    wall = common.median(seconds)
+    row = {'case': case.name, 'placement': placement, 'cache': cache, 'steps': steps,
+           'wall_s': round(wall, 2), 'math_s': round(math_s, 2),
+           'ratio': ratio(wall, math_s),
+           'load_1min': round(common.median(loads[placement, cache]), 2)}
+    row['goal'] = goal(case.name, cache, wall, row['ratio'])
+    if errors[placement, cache]:
+      row['error'] = errors[placement, cache]
+    rows.append(row)
+  return rows
+
+
+def time_to_result(args: common.Args) -> list[dict]:
+  """Rows for every chosen case (`args.models`, default all): see the module doc."""
+  scratch = pathlib.Path(tempfile.mkdtemp(prefix='time_to_result_'))
+  try:
+    everything = cases(scratch, args.batches)
+    unknown = sorted(set(args.models) - set(everything))
+    if unknown:
+      raise ValueError(f'unknown cases {unknown}; choose from {", ".join(everything)}')
+    rows = []
+    for name in args.models or everything:
+      reason = prepare(everything[name], scratch)
+      if reason:
+        print(f'{name}: skipped, {reason}', flush=True)
+        rows.append({'case': name, 'error': f'skipped: {reason}'})
+        continue
+      rows += measure(everything[name], scratch, args)
+      print(common.format_table(rows[-2 * len(PLACEMENTS):]), flush=True)
+    return rows
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,234 @@
+"""build(config): everything a run needs, made from its config in one place.
+
+The loop (`train.py`), evaluate and predict modes (`evaluation.py`), every
+experiment, every benchmark and a notebook start here, so the setup sequence
+exists once: mesh -> validation -> sources -> transforms -> steps per epoch ->
+model -> state -> jitted steps, with batches from the `Run`'s methods. A run
+built to evaluate or predict opens only the split it scores and holds an
+abstract state (shapes by `jax.eval_shape`) for a checkpoint to fill.
+
+From a notebook, with any working directory:
+
+    run = build.build(build.load_config('quickstart'))
+    state, metrics = run.train_step(run.state, run.device_batch(next(run.train_batches())))
+"""
+
+from collections.abc import Callable, Iterator, Sequence
+import dataclasses
+import importlib.util
+import math
+import pathlib
+
+import flax.linen as nn
+import grain
+import jax
+import ml_collections
+import optax
+
+from tinyimagenet_jax import members
+from tinyimagenet_jax import models
+from tinyimagenet_jax import optim
+from tinyimagenet_jax import parallel
+from tinyimagenet_jax import steps
+from tinyimagenet_jax import tuning
+from tinyimagenet_jax import validation
+from tinyimagenet_jax.data import batch_ops
+from tinyimagenet_jax.data import device_ops
+from tinyimagenet_jax.data import pipeline
+from tinyimagenet_jax.data import resident
+from tinyimagenet_jax.data import sources
+from tinyimagenet_jax.data import transforms
+from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.state import TrainState, create_train_state
+
+# The configs/ folder beside the package: an editable install or a clone of the repository.
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
+# config.steps_per_call=0: the most steps per call, within a divisor of the epoch (and of
+# the checkpoint interval), so every call has one shape and signals wait at most this long.
+# On CPU one: XLA:CPU ran conv4's step 3-6x slower inside a lax.scan than alone (WORKSPACE).
+AUTO_STEPS_PER_CALL = {'cpu': 1}
+AUTO_STEPS_PER_CALL_ACCELERATOR = 16
+
+
+@dataclasses.dataclass
+class DevicePath:
+  """The device path (config.data.placement): every split resident on the devices, and
+  the jitted calls that gather, augment and step on them."""
+
+  splits: dict[str, resident.ResidentSplit]  # 'train' and each eval split by name
+  steps_per_call: int
+  train_call: Callable  # (state, data, order, position, first_step, count) -> (state, metrics)
+  eval_call: Callable  # (state, data) -> the evaluator's sums over the whole split
+  epoch_order: Callable  # (epoch) -> that epoch's order of the training split
+
+
+@dataclasses.dataclass
+class Run:
+  """A config made into a run: its mesh, data, model, state and jitted steps.
+
+  `state` is replicated over `mesh`; for evaluate/predict it is abstract
+  (shapes and shardings only) until a checkpoint is restored into it.
+  `train_step(state, batch)` donates `state`; `eval_step(state, batch)` gives
+  the evaluator's sums; `eval_outputs` adds each example's probabilities.
+  """
+
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  train_source: Sequence | None
+  eval_sources: dict[str, Sequence]
+  class_names: tuple[str, ...]
+  steps_per_epoch: int
+  train_transform: transforms.Preprocess
+  eval_transform: transforms.Preprocess
+  model: nn.Module
+  state: TrainState
+  train_step: Callable
+  eval_step: Callable
+  eval_outputs: Callable
+  device: DevicePath | None = None  # None: batches come from the host (grain)
+
+  @property
+  def member_count(self) -> int:
+    """K: how many models the state stacks (1 for an ordinary run)."""
+    return members.member_count(self.config)
+
+  def train_batches(self) -> grain.DatasetIterator:
+    """This process's rows of every training batch from step 0, endless; its position
+    is checkpointable (the loop saves it with the state)."""
+    return train_stream(self.config, self.train_source, self.train_transform)
+
+  def eval_batches(self, name: str) -> Iterator[dict]:
+    """One pass over eval split `name` in padded, masked batches (this process's rows)."""
+    return pipeline.iterate(pipeline.eval_dataset(
+        self.eval_sources[name], self.eval_transform, self.config.eval_batch_size,
+        **process_rows()), self.config.data)
+
+  def device_batch(self, host_batch: dict) -> dict:
+    """A host batch as global arrays split over the mesh's `data` axis."""
+    return parallel.put_batch(host_batch, self.mesh)
+
+
+def train_stream(config: ml_collections.ConfigDict, source: Sequence,
+                 transform: transforms.Preprocess) -> grain.DatasetIterator:
+  """The training batches of `config` over `source` (`Run.train_batches`; the benchmarks
+  time it alone)."""
+  return pipeline.iterate(pipeline.train_dataset(
+      source, transform, config.batch_size, config.seed, batch_ops.make_batch_transform(config),
+      **process_rows()), config.data)
+
+
+def process_rows() -> dict:
+  """Which rows of every global batch this JAX process reads."""
+  return {'process_index': jax.process_index(), 'process_count': jax.process_count()}
+
+
+def load_config(name: str) -> ml_collections.ConfigDict:
+  """`configs/<name>.py`'s get_config(), from any working directory: 'quickstart',
+  'relu_vs_tanh:smoke' (the text after ':' is get_config's argument) or a file path."""
+  stem, _, argument = name.partition(':')
+  path = pathlib.Path(stem) if stem.endswith('.py') else CONFIGS_DIR / f'{stem}.py'
+  if not path.is_file():
+    raise ConfigError(f'config {stem!r} not found at {path}; name a file of {CONFIGS_DIR}'
+                      ' or pass a path to a config file.')
+  spec = importlib.util.spec_from_file_location(f'config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def steps_per_epoch_for(config: ml_collections.ConfigDict, num_examples: int) -> int:
+  """`config.steps_per_epoch`, or whole batches in one pass when it is 0."""
+  full_pass = num_examples // config.batch_size
+  if not full_pass:
+    raise ConfigError(
+        f'config.batch_size={config.batch_size} is larger than the'
+        f' {num_examples} training examples; use a smaller batch.')
+  return config.steps_per_epoch or full_pass
+
+
+def initial_state(config: ml_collections.ConfigDict, model: nn.Module, steps_per_epoch: int,
+                  input_shape: tuple[int, ...]) -> TrainState:
+  """The fresh state: one model, or `members.member_count(config)` stacked members."""
+  tx = optim.build_optimizer(config.optimizer, steps_per_epoch, config.num_epochs)
+  options = dict(label_smoothing=config.label_smoothing, compute_dtype=config.compute_dtype)
+  if members.member_count(config) == 1:
+    return create_train_state(model, tx, members.member_seeds(config)[0], input_shape, **options)
+  scales = [rate / config.optimizer.learning_rate for rate in members.member_learning_rates(config)]
+  return members.create_member_states(
+      model, optax.chain(tx, members.scale_updates()), members.member_seeds(config), scales,
+      input_shape, **options)
+
+
+def steps_per_call_for(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """Steps per call: the largest divisor of the epoch (and of the checkpoint interval) up to
+  `config.steps_per_call`, or when it is 0 up to the backend's AUTO_STEPS_PER_CALL."""
+  limit = config.steps_per_call or AUTO_STEPS_PER_CALL.get(jax.default_backend(),
+                                                           AUTO_STEPS_PER_CALL_ACCELERATOR)
+  period = math.gcd(steps_per_epoch, config.checkpoint_every_steps or steps_per_epoch)
+  return max(size for size in range(1, min(limit, period) + 1) if period % size == 0)
+
+
+def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                train_source: Sequence, eval_sources: dict[str, Sequence],
+                step_fns: dict[str, Callable], steps_per_epoch: int) -> DevicePath:
+  """Every split put in device memory, with jitted calls that step on it."""
+  everywhere, batches = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  constrain = lambda batch: jax.lax.with_sharding_constraint(batch, batches)
+  splits = {name: resident.put_resident(source, everywhere)
+            for name, source in {'train': train_source, **eval_sources}.items()}
+  train_call = resident.train_call(step_fns['train'], device_ops.make_train_batch(config),
+                                   config.batch_size, config.seed, constrain)
+  eval_call = resident.eval_call(step_fns['eval'], device_ops.make_eval_batch(config),
+                                 config.eval_batch_size, constrain)
+  count = len(train_source)
+  return DevicePath(
+      splits, steps_per_call_for(config, steps_per_epoch),
+      jax.jit(train_call, static_argnums=5, donate_argnums=0,
+              in_shardings=(everywhere,) * 5, out_shardings=(everywhere, everywhere)),
+      jax.jit(eval_call, in_shardings=(everywhere, everywhere), out_shardings=everywhere),
+      jax.jit(lambda epoch: resident.epoch_order(config.seed, epoch, count),
+              out_shardings=everywhere))
+
+
+def open_sources(config: ml_collections.ConfigDict, purpose: str
+                 ) -> tuple[Sequence | None, dict[str, Sequence]]:
+  """(train source, named eval sources): training reads every split it uses; evaluate
+  and predict only `data.eval_split` (predict also unlabelled ones)."""
+  if purpose == 'train':
+    splits = sources.load_splits(config.data, config.seed)
+    return splits.train, splits.evals
+  load = sources.load_for_prediction if purpose == 'predict' else sources.load
+  return None, {config.data.eval_split: load(config.data, config.data.eval_split)}
+
+
+def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
+  """Everything a run of `config` needs for `purpose` ('train', 'evaluate', 'predict')."""
+  tuning.use_compilation_cache(config.get('compilation_cache_dir', ''))
+  mesh = parallel.make_mesh()
+  validation.validate(config, mesh.size)
+  train_source, eval_sources = open_sources(config, purpose)
+  some_source = train_source if train_source is not None else next(iter(eval_sources.values()))
+  train_transform, eval_transform = transforms.make_preprocess(config)
+  steps_per_epoch = (steps_per_epoch_for(config, len(train_source)) if purpose == 'train'
+                     else max(config.steps_per_epoch, 1))  # shapes do not depend on it
+  class_names = some_source.class_names
+  model = models.build_model(config.model, len(class_names))
+  input_shape = eval_transform.output_shape(sources.image_shape(some_source))
+  make_state = lambda: initial_state(config, model, steps_per_epoch, input_shape)
+  state = (parallel.put_replicated(make_state(), mesh) if purpose == 'train' else
+           jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                          sharding=parallel.replicated(mesh)),
+                        jax.eval_shape(make_state)))
+  stacked = members.member_count(config) > 1
+  wrap = ((lambda step_fn: members.member_step(step_fn, config.members.formulation)) if stacked
+          else (lambda step_fn: step_fn))
+  step_fns = {'train': wrap(steps.train_step), 'eval': wrap(steps.eval_step)}
+  on_device = (purpose == 'train' and resident.resolve_placement(
+      config, [train_source, *eval_sources.values()]) == 'device')
+  return Run(config, mesh, train_source, eval_sources, class_names, steps_per_epoch,
+             train_transform, eval_transform, model, state,
+             train_step=parallel.jit_train_step(mesh, step_fns['train']),
+             eval_step=parallel.jit_eval_step(mesh, step_fns['eval']),
+             eval_outputs=parallel.jit_eval_step(mesh, wrap(steps.eval_outputs)),
+             device=device_path(config, mesh, train_source, eval_sources, step_fns,
+                                steps_per_epoch) if on_device else None)

@@ -1,0 +1,159 @@
+"""A split resident in device memory: batches gathered and augmented where the step runs.
+
+`config.data.placement='device'` puts each decoded uint8 split once into the
+memory of every device of the mesh (replicated: each device gathers its rows of
+a batch locally, with no traffic between devices, and even Tiny ImageNet's
+1.2 GB fits a 16 GB accelerator), so the host's only per-step work is launching
+the call. Epoch e's order is `jax.random.permutation` of (seed, e), drawn on the
+device; step s's batch is rows s * B .. (s + 1) * B - 1 of its epoch's order, so
+a resumed run reads the batches an uninterrupted one would. 'auto' picks the
+device when the splits fit `data.device_memory_fraction` of one device's memory
+(host RAM for the CPU backend) and every configured augmentation has a device op;
+a run of several JAX processes uses the host path (its device path hung in the
+two-process test and is not done yet).
+"""
+
+from collections.abc import Callable, Sequence
+import os
+
+import flax
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from tinyimagenet_jax.config import is_number, one_of, require
+from tinyimagenet_jax.data import device_ops
+from tinyimagenet_jax.data import sources
+from tinyimagenet_jax.errors import ConfigError
+
+PLACEMENTS = ('auto', 'device', 'host')
+READ_THREADS = 4
+
+
+@flax.struct.dataclass
+class ResidentSplit:
+  """A split's decoded uint8 images (N, H, W, C) and int32 labels (N,), on the devices."""
+
+  images: jax.Array
+  labels: jax.Array
+
+
+def validate_placement(data: ml_collections.ConfigDict) -> None:
+  """ConfigError for an unknown placement or a memory fraction outside (0, 1]."""
+  one_of('data.placement', data.placement, PLACEMENTS)
+  require(is_number(data.device_memory_fraction) and 0 < data.device_memory_fraction <= 1,
+          'data.device_memory_fraction', data.device_memory_fraction,
+          'a fraction of one device\'s memory in (0, 1], e.g. 0.3')
+
+
+def split_bytes(source: Sequence) -> int:
+  """Device bytes of a split held as uint8 images and int32 labels."""
+  return len(source) * (int(np.prod(sources.image_shape(source))) + 4)
+
+
+def device_memory(device: jax.Device) -> int:
+  """Bytes one device can hold: its allocator's limit, or the host's RAM for the CPU."""
+  stats = device.memory_stats() or {}
+  if 'bytes_limit' in stats:
+    return int(stats['bytes_limit'])
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def resolve_placement(config: ml_collections.ConfigDict, splits: Sequence[Sequence]) -> str:
+  """'device' or 'host' for `config.data.placement` and the splits a run keeps resident."""
+  data = config.data
+  missing = device_ops.unsupported(config)
+  if jax.process_count() > 1:
+    missing.append(f'a run of {jax.process_count()} processes')
+  if data.placement == 'device' and missing:
+    raise ConfigError(f'config.data.placement=device, but {", ".join(missing)} has no device'
+                      ' path yet; use --config.data.placement=host.')
+  if data.placement != 'auto':
+    return data.placement
+  needed = sum(split_bytes(split) for split in splits)
+  fits = needed <= data.device_memory_fraction * device_memory(jax.devices()[0])
+  return 'device' if fits and not missing else 'host'
+
+
+def host_arrays(source: Sequence) -> tuple[np.ndarray, np.ndarray]:
+  """Every record of `source` in order as (uint8 images, int32 labels), read with threads."""
+  if isinstance(source, sources.ArraySource):
+    return np.asarray(source.images, np.uint8), np.asarray(source.labels, np.int32)
+  images = np.empty((len(source), *sources.image_shape(source)), np.uint8)
+  labels = np.empty(len(source), np.int32)
+  records = grain.MapDataset.source(source).to_iter_dataset(
+      grain.ReadOptions(num_threads=READ_THREADS))
+  for index, record in enumerate(records):
+    images[index], labels[index] = record['image'], record['label']
+  return images, labels
+
+
+def put_resident(source: Sequence, sharding: jax.sharding.Sharding) -> ResidentSplit:
+  """`source` decoded into device memory with `sharding` (replicated over the mesh): each
+  process puts its copy on its own devices only."""
+  images, labels = host_arrays(source)
+  return ResidentSplit(jax.make_array_from_process_local_data(sharding, images),
+                       jax.make_array_from_process_local_data(sharding, labels))
+
+
+def epoch_order(seed: int, epoch: jax.Array, count: int) -> jax.Array:
+  """The order of the `count` examples in (0-based) epoch `epoch`: a permutation drawn
+  from (seed, epoch) alone."""
+  return jax.random.permutation(jax.random.fold_in(jax.random.key(seed), epoch), count)
+
+
+def batch_key(seed: int, step: jax.Array) -> jax.Array:
+  """The augmentation randomness of global step `step` (0-based), the same for every member."""
+  return jax.random.fold_in(jax.random.key(seed ^ 0x5EED), step)
+
+
+def train_call(step_fn: Callable, make_batch: Callable, batch_size: int, seed: int,
+               constrain: Callable = lambda batch: batch) -> Callable:
+  """`call(state, data, order, position, first_step, count)`: `count` training steps in one
+  call (a `lax.scan` when count > 1), step i on rows (position + i) * B .. of `order`,
+  gathered from `data` and augmented on the device; returns (state, per-step metrics
+  stacked on a leading axis). `constrain` puts a batch in the mesh's batch sharding.
+  """
+
+  def call(state, data: ResidentSplit, order: jax.Array, position: jax.Array,
+           first_step: jax.Array, count: int):
+    def one_step(state, offset):
+      rows = jax.lax.dynamic_slice_in_dim(order, (position + offset) * batch_size, batch_size)
+      batch = make_batch(batch_key(seed, first_step + offset), data.images[rows],
+                         data.labels[rows])
+      return step_fn(state, constrain(batch))
+
+    if count == 1:  # no loop: XLA:CPU runs a step about 3x slower inside one
+      state, metrics = one_step(state, 0)
+      return state, jax.tree.map(lambda value: value[None], metrics)
+    return jax.lax.scan(one_step, state, jnp.arange(count))
+
+  return call
+
+
+def eval_call(step_fn: Callable, make_batch: Callable, batch_size: int,
+              constrain: Callable = lambda batch: batch) -> Callable:
+  """`call(state, data)`: `step_fn`'s sums over every example of a resident split in one
+  call, in padded, masked batches of `batch_size` (the evaluator's quantities)."""
+
+  def call(state, data: ResidentSplit):
+    count = data.labels.shape[0]
+    batches = -(-count // batch_size)
+
+    def one_batch(totals, index):
+      rows = index * batch_size + jnp.arange(batch_size)
+      real = rows < count
+      rows = jnp.where(real, rows, 0)
+      batch = make_batch(data.images[rows], data.labels[rows])
+      sums = step_fn(state, constrain({**batch, 'mask': real}))
+      return jax.tree.map(jnp.add, totals, sums), None
+
+    rows = jnp.zeros(batch_size, jnp.int32)
+    first = jax.eval_shape(lambda: step_fn(state, constrain({
+        **make_batch(data.images[rows], data.labels[rows]), 'mask': jnp.ones(batch_size, bool)})))
+    zeros = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), first)
+    return jax.lax.scan(one_batch, zeros, jnp.arange(batches))[0]
+
+  return call
