@@ -98,7 +98,6 @@ def get_config(mode: str = 'full'):
   if mode == 'smoke':
     common.smoke(config, image_size=32)
     config.study.seeds = 3
-    config.write_plots = False  # per-run curves; the experiment's figures are still drawn
     config.study.models.mlp.hidden = (32,)
     config.study.exp2_models.mlp.hidden = (32, 16)
     config.study.tuned.data.mean = config.study.tuned.data.std = ()  # digits are grey

@@ -64,7 +64,6 @@ def get_config(mode: str = 'full'):
   config.conv3.tsne_perplexity = 30.0
   if mode == 'smoke':
     common.smoke(config, steps=3, epochs=3)
-    config.write_plots = False  # the runs' own curves; the experiment's figures stay
     config.data.validation_size = 200
     config.model.stages = (((3, 8),), ((3, 8),), ((3, 16),))
     config.model.hidden = (16,)

@@ -65,7 +65,6 @@ def get_config(mode: str = 'full'):
   config.ensembles.predict_split = 'test'  # the best model's predictions file
   if mode == 'smoke':
     common.smoke(config, steps=2, epochs=2)
-    config.write_plots = False  # each run's own curves; the experiment's figures stay
     config.model.hidden = (16,)
     config.model.dropout = 0.0  # its random masks take most of a CPU compile
     config.ensembles.member_epochs = 2

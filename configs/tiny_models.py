@@ -89,7 +89,6 @@ def get_config(mode: str = 'full'):
   if mode == 'smoke':
     common.smoke(config, steps=2, epochs=2, image_size=32)  # VGG16's 5 pools need 32x32
     config.data.validation_size = 200
-    config.write_plots = False  # each run's own curves; the experiment's figure stays
     # Narrow models; no dropout, whose random masks take most of a CPU compile.
     runs = config.tiny_models.runs
     runs.cnn2.model.update(stages=(((3, 4),), ((3, 8),)), hidden=(16,), dropout=0.0,

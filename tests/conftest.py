@@ -71,8 +71,7 @@ def tiny_root(tmp_path_factory) -> pathlib.Path:
   return extract('tiny-imagenet-200.tgz', tmp_path_factory) / 'tiny-imagenet-200'
 
 
-@pytest.fixture
-def digits_config():
+def make_digits_config():
   """A seconds-long run: a small conv4 on the offline digits, no progress bar."""
   config = base_config()
   config.data.name = 'digits'
@@ -87,3 +86,19 @@ def digits_config():
   config.num_epochs = 2
   config.progress_bar = False
   return config
+
+
+@pytest.fixture
+def digits_config():
+  """make_digits_config(), the test's own to change."""
+  return make_digits_config()
+
+
+@pytest.fixture(scope='session')
+def digits_run(tmp_path_factory):
+  """make_digits_config() trained once a session, for the tests that only read such a run:
+  (workdir, final state, history). A test that writes into a run works on a copy of it."""
+  from tinyimagenet_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp('digits_run')
+  state, history = train.train_and_evaluate(make_digits_config(), str(workdir))
+  return workdir, state, history

@@ -28,13 +28,17 @@ def normalised_range(config):
   return table.min(), table.max()
 
 
-@pytest.mark.parametrize('loader', ['device_batches', 'sketch_batches', 'torch_batches'])
-def test_each_loader_makes_normalised_float_batches(loader):
+@pytest.mark.parametrize('loader, channels_first', [('device_batches', False),
+                                                     ('sketch_batches', False),
+                                                     ('torch_batches', True)])
+def test_each_loader_makes_normalised_float_batches(loader, channels_first):
   config = tiny_config()
   images, labels = tiny_split()
-  pixels, targets = (lambda out: (out['image'][0], out['label'][0]) if isinstance(out, dict)
-                     else out)(getattr(device_input, loader)(config, images, labels)(3))
+  out = getattr(device_input, loader)(config, images, labels)(3)
+  pixels, targets = (out['image'][0], out['label'][0]) if isinstance(out, dict) else out
   pixels, targets = np.asarray(pixels), np.asarray(targets)
+  if channels_first:
+    pixels = pixels.transpose(0, 2, 3, 1)
   assert pixels.shape == (BATCH, SIDE, SIDE, 3) and pixels.dtype == np.float32
   assert targets.shape == (BATCH,) and set(targets) <= set(labels)
   low, high = normalised_range(config)
@@ -53,7 +57,7 @@ def test_device_loader_is_the_projects_train_batch_of_the_epochs_rows():
 
 
 def test_grain_contender_returns_the_last_of_its_batches():
-  assert device_input.grain_batches(None, iter(range(10)))(3) == 2
+  assert device_input.grain_batches(iter(range(10)))(3) == 2
 
 
 def test_unrolled_train_call_equals_the_projects_scan():

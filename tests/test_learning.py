@@ -2,9 +2,12 @@
 
 Measured here (2 CPU cores; loss at the first step -> after the last): mlp
 2.381 -> 0.545, lenet5 2.302 -> 0.142, conv3_bn 2.988 -> 0.008, tiny_m1
-2.300 -> 0.712 (10 steps); vgg16 3.114 -> 0.028, resnet18 2.623 -> 0.039,
-alexnet (224x224) 2.298 -> 1.166 (8 steps). The assertion asks only for a
-clear fall, not those figures.
+2.300 -> 0.712 (10 steps); vgg16 3.114 -> 1.078, resnet18 2.623 -> 0.202 (4
+steps); alexnet (224x224) 2.298 -> 1.203 (6 steps). The assertion asks only for
+a clear fall (below 0.7 of the first loss), not those figures. The three big
+models take the fewest steps that leave a wide margin (ratios 0.35, 0.08 and
+0.52; at 8 steps they were 0.01, 0.01 and 0.42), as their steps cost seconds
+each on a CPU: vgg16's ratio after 3 steps is 0.72, alexnet's after 5 is 0.67.
 """
 
 import pathlib
@@ -48,9 +51,9 @@ CASES = {
     'conv3_bn': ({'name': 'conv3_bn'}, 'adam', 1e-3, 10, 32, 'cifar'),
     'tiny_m1': ({'name': 'tiny_m1', 'dropout': 0.0}, 'adam', 1e-3, 10, 64, 'tiny'),
     'vgg16': ({'name': 'vgg16', 'hidden': (256,), 'dropout': 0.0, 'batch_norm': True}, 'adam',
-              1e-3, 8, 64, 'tiny'),
-    'resnet18': ({'name': 'resnet18'}, 'adam', 1e-3, 8, 64, 'tiny'),
-    'alexnet': ({'name': 'alexnet', 'dropout': 0.0}, 'adam', 1e-4, 8, 224, 'tiny'),
+              1e-3, 4, 64, 'tiny'),
+    'resnet18': ({'name': 'resnet18'}, 'adam', 1e-3, 4, 64, 'tiny'),
+    'alexnet': ({'name': 'alexnet', 'dropout': 0.0}, 'adam', 1e-4, 6, 224, 'tiny'),
 }
 
 

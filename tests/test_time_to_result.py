@@ -55,21 +55,22 @@ import json, sys, jax
 from tinyimagenet_jax import build
 config = build.load_config('quickstart')
 config.model.filters, config.model.hidden = (4, 4, 4, 4), 8
-if len(sys.argv) > 1:
-  config.compilation_cache_dir = sys.argv[1]
-build.build(config)
+purpose, config.compilation_cache_dir = sys.argv[1:]
+build.build(config, purpose)
 print(json.dumps([jax.config.jax_compilation_cache_dir,
                   jax.config.jax_persistent_cache_min_compile_time_secs]))
 '''
 
 
-def build_in_fresh_process(home: pathlib.Path, *args: str, **env: str) -> list:
-  """[cache folder, min compile seconds] after build() in a new interpreter whose home is
-  `home`, with no compilation cache settings in its environment but `env`'s."""
+def build_in_fresh_process(home: pathlib.Path, purpose: str, folder: str = '', **env: str
+                           ) -> list:
+  """[cache folder, min compile seconds] after build(config, purpose) in a new interpreter
+  whose home is `home`, with config.compilation_cache_dir=`folder` and no compilation
+  cache settings in its environment but `env`'s."""
   clean = {key: value for key, value in os.environ.items()
            if not key.startswith('JAX_COMPILATION_CACHE') and 'PERSISTENT_CACHE' not in key}
-  result = subprocess.run([sys.executable, '-c', BUILD, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, check=False,
+  result = subprocess.run([sys.executable, '-c', BUILD, purpose, folder], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False,
                           env={**clean, 'HOME': str(home), **env})
   assert result.returncode == 0, result.stderr[-2000:]
   return json.loads(result.stdout.strip().splitlines()[-1])
@@ -80,15 +81,15 @@ def test_build_turns_on_the_compilation_cache_where_the_user_chose_none(tmp_path
   default = tmp_path / 'home' / '.cache' / 'tinyimagenet_jax' / 'jax'
   own = tmp_path / 'own'
   if chosen == 'none':
-    folder, seconds = build_in_fresh_process(tmp_path / 'home')
+    folder, seconds = build_in_fresh_process(tmp_path / 'home', 'train')
     assert (folder, seconds) == (str(default), tuning.CACHE_MIN_COMPILE_SECONDS)
-    assert list(default.iterdir())  # the small programs of a build are cached
+    assert list(default.iterdir())  # the state's initialisation was cached
   elif chosen == 'environment':
-    folder, seconds = build_in_fresh_process(
-        tmp_path / 'home', JAX_COMPILATION_CACHE_DIR=str(own),
+    folder, seconds = build_in_fresh_process(  # shapes only: nothing compiles
+        tmp_path / 'home', 'evaluate', JAX_COMPILATION_CACHE_DIR=str(own),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='2')
     assert (folder, seconds) == (str(own), 2.0)
   else:
-    folder, _ = build_in_fresh_process(tmp_path / 'home', str(own))
+    folder, _ = build_in_fresh_process(tmp_path / 'home', 'evaluate', str(own))
     assert folder == str(own)
   assert default.exists() == (chosen == 'none')

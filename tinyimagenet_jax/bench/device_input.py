@@ -11,8 +11,8 @@ batch 128) on this machine's cores, alternated `--repeats` times in one process
                 per-example shift by vmap(dynamic_slice), flips by jnp.where, float,
                 normalise
     torch       an airbench-style loader: the whole split one padded uint8 tensor, one
-                random shift per batch, per-example flips, float, normalise (NHWC
-                float32 out, as the others)
+                random shift per batch, per-example flips, float, normalise (NCHW
+                float32 out, torch's layout; one intra-op thread, TORCH_THREADS)
     grain       the project's host pipeline (`build.train_stream`), 2 worker processes,
                 the pixels from the decoded cache
 
@@ -26,9 +26,10 @@ most 1.02. Cases: cifar10 (conv4, batch 128) and tiny64 (tiny_m1, batch 256) fro
 `steps_per_call`: lenet5 (batch 64) on 32x32 CIFAR-10: an epoch of `--batches`
 steps through `train.train_epoch` on the host path (grain, one step a call) and on
 the device path with S steps a call, S in STEPS_PER_CALL, each S once as the
-project's `lax.scan` and once as S steps unrolled in Python inside the one jitted
-call; each epoch's wall over `--batches` lone steps (a step on a cached device
-batch, timed alone); goal 1.05. Each variant's compile time is reported too.
+project's `lax.scan` and once with that scan fully unrolled (`unroll=True`: S
+copies of the step, no XLA while loop); each epoch's wall over `--batches` lone
+steps (a step on a cached device batch, timed alone); goal 1.05. Each variant's
+compile time (`DeviceCalls` compiling its call) is reported too.
 
 Data locations come from --config: `data.root` is the image folder
 (`<root>/train/<class>/*`: CIFAR-10, or Tiny ImageNet for tiny64_folder),
@@ -54,9 +55,13 @@ from tinyimagenet_jax.data import device_ops, resident, sources
 # CIFAR-10's per-channel mean and standard deviation of the [0, 1] training pixels.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 GRAIN_WORKERS = 2
+# torch's intra-op threads: a batch's ops are too small to split, and with 2 threads
+# OpenMP's waiting collapsed the loader to about 2,500 images/s whenever another process
+# (grain's workers) ran.
+TORCH_THREADS = 1
 WAIT_GOAL, CALL_GOAL = 1.02, 1.05
 STEPS_PER_CALL = (4, 16)
-LOOPS = ('scan', 'unrolled')
+LOOPS = ('scan', 'unrolled scan')
 
 
 def input_config(root: str, cache_dir: str) -> ml_collections.ConfigDict:
@@ -73,7 +78,15 @@ def decoded_arrays(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.nd
 
 
 # The contenders of `device_input`: each `batches(count)` makes `count` batches and
-# returns once they exist.
+# returns the last once it exists.
+
+
+def last_of(make: Callable[[int], object], number: int) -> object:
+  """The last of `make(step)` for steps 0..number-1, each batch dropped once the next exists."""
+  batch = None
+  for step in range(number):
+    batch = make(step)
+  return batch
 
 
 def device_batches(config: ml_collections.ConfigDict, images: np.ndarray, labels: np.ndarray
@@ -86,14 +99,8 @@ def device_batches(config: ml_collections.ConfigDict, images: np.ndarray, labels
   data = resident.ResidentSplit(jax.device_put(images), jax.device_put(labels))
   order = jax.jit(resident.epoch_order, static_argnums=(0, 2))(config.seed, 0, count)
   per_epoch = count // batch_size
-
-  def batches(number: int):
-    out = None
-    for step in range(number):
-      out = call(jnp.zeros(()), data, order, step % per_epoch, step, 1)[1]
-    return jax.block_until_ready(out)
-
-  return batches
+  return lambda number: jax.block_until_ready(last_of(
+      lambda step: call(jnp.zeros(()), data, order, step % per_epoch, step, 1)[1], number))
 
 
 def sketch_batch(images: jax.Array, labels: jax.Array, key: jax.Array, rows: jax.Array,
@@ -114,29 +121,25 @@ def sketch_batch(images: jax.Array, labels: jax.Array, key: jax.Array, rows: jax
 
 def sketch_batches(config: ml_collections.ConfigDict, images: np.ndarray, labels: np.ndarray
                    ) -> Callable[[int], object]:
-  """`sketch_batch` jitted, on rows of a permutation, one call per batch."""
+  """`sketch_batch` jitted with its rows' slice of a permutation, one call per batch."""
   batch_size, count = config.batch_size, len(labels)
-  make = jax.jit(sketch_batch, static_argnums=(4, 5, 6))
+  pad, mean, std = int(config.augment.pad_crop), tuple(config.data.mean), tuple(config.data.std)
+  make = jax.jit(lambda images, labels, order, step: sketch_batch(
+      images, labels, jax.random.fold_in(jax.random.key(config.seed), step),
+      lax.dynamic_slice_in_dim(order, (step % (count // batch_size)) * batch_size, batch_size),
+      pad, mean, std))
   images, labels = jax.device_put(images), jax.device_put(labels)
   order = jax.random.permutation(jax.random.key(config.seed), count)
-  key = jax.random.key(config.seed)
-  per_epoch = count // batch_size
 
-  def batches(number: int):
-    out = None
-    for step in range(number):
-      rows = order[(step % per_epoch) * batch_size:(step % per_epoch + 1) * batch_size]
-      out = make(images, labels, jax.random.fold_in(key, step), rows, int(config.augment.pad_crop),
-                 tuple(config.data.mean), tuple(config.data.std))
-    return jax.block_until_ready(out)
-
-  return batches
+  return lambda number: jax.block_until_ready(last_of(
+      lambda step: make(images, labels, order, step), number))
 
 
 def torch_batches(config: ml_collections.ConfigDict, images: np.ndarray, labels: np.ndarray
                   ) -> Callable[[int], object]:
-  """An airbench-style torch loader: the split padded once into one uint8 tensor; per
-  batch one random shift for all its examples, per-example flips, float, normalise."""
+  """An airbench-style torch loader: the split padded once into one uint8 tensor; per batch
+  its rows (index_select), one random shift for all of them, channels first, per-example
+  flips, float and normalise as one multiply-add per channel (NCHW float32 out)."""
   import torch  # pylint: disable=g-import-not-at-top
 
   pad, batch_size = int(config.augment.pad_crop), config.batch_size
@@ -144,6 +147,7 @@ def torch_batches(config: ml_collections.ConfigDict, images: np.ndarray, labels:
   padded = torch.from_numpy(np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0))))
   targets = torch.from_numpy(labels.astype(np.int64))
   mean, std = torch.tensor(config.data.mean), torch.tensor(config.data.std)
+  scale, offset = (1 / (255 * std))[:, None, None], (-mean / std)[:, None, None]
   generator = torch.Generator().manual_seed(config.seed)
   order = torch.randperm(len(labels), generator=generator)
   per_epoch = len(labels) // batch_size
@@ -151,22 +155,33 @@ def torch_batches(config: ml_collections.ConfigDict, images: np.ndarray, labels:
   def one_batch(step: int) -> tuple:
     rows = order[(step % per_epoch) * batch_size:(step % per_epoch + 1) * batch_size]
     top, left = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
-    pixels = padded[rows][:, top:top + height, left:left + width]
+    pixels = padded.index_select(0, rows)[:, top:top + height, left:left + width]
+    pixels = pixels.permute(0, 3, 1, 2).contiguous()
     flips = torch.rand(batch_size, generator=generator) < 0.5
-    pixels = torch.where(flips[:, None, None, None], pixels.flip(2), pixels)
-    return (pixels.float().div_(255).sub_(mean).div_(std)), targets[rows]
+    pixels = torch.where(flips[:, None, None, None], pixels.flip(3), pixels)
+    return pixels.float().mul_(scale).add_(offset), targets[rows]
 
   def batches(number: int):
-    return [one_batch(step) for step in range(number)][-1]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+      return last_of(one_batch, number)
+    finally:
+      torch.set_num_threads(threads)
 
   return batches
 
 
-def grain_batches(config: ml_collections.ConfigDict, stream: Iterator[dict]
-                  ) -> Callable[[int], object]:
+def grain_batches(stream: Iterator[dict]) -> Callable[[int], object]:
   """`number` batches of an open grain stream."""
-  del config
-  return lambda number: list(itertools.islice(stream, number))[-1]
+  return lambda number: last_of(lambda step: next(stream), number)
+
+
+def timed(batches: Callable[[int], object], count: int, warmup: int) -> float:
+  """Seconds for `count` batches after `warmup` untimed ones."""
+  if warmup:
+    batches(warmup)
+  return common.seconds(lambda: batches(count))
 
 
 def device_input(args: common.Args) -> list[dict]:
@@ -182,7 +197,7 @@ def device_input(args: common.Args) -> list[dict]:
     contenders = {'device': device_batches(config, images, labels),
                   'jax sketch': sketch_batches(config, images, labels),
                   'torch': torch_batches(config, images, labels),
-                  f'grain, {GRAIN_WORKERS} workers': grain_batches(config, stream)}
+                  f'grain, {GRAIN_WORKERS} workers': grain_batches(stream)}
     times = pipeline_vs_tfdata.alternate_timed(
         {name: lambda batches=batches: timed(batches, args.batches, args.warmup)
          for name, batches in contenders.items()}, args.repeats)
@@ -193,12 +208,6 @@ def device_input(args: common.Args) -> list[dict]:
            'images_per_second': round(rate), 'vs_grain': round(rate / grain_rate, 1),
            'vs_torch': round(rate / rates['torch'], 2), 'device': jax.devices()[0].platform}
           for name, rate in rates.items()]
-
-
-def timed(batches: Callable[[int], object], count: int, warmup: int) -> float:
-  """Seconds for `count` batches after `warmup` untimed ones."""
-  batches(warmup)
-  return common.seconds(lambda: batches(count))
 
 
 # The device path's step waits and steps per call.
@@ -309,27 +318,26 @@ def device_step_waits(args: common.Args) -> list[dict]:
 
 def unrolled_train_call(step_fn: Callable, make_batch: Callable, batch_size: int, seed: int,
                         constrain: Callable) -> Callable:
-  """`resident.train_call` with its `count` steps unrolled in Python inside the one jitted
-  call instead of a `lax.scan`."""
+  """`resident.train_call` with its `lax.scan` fully unrolled (`unroll=True`): the `count`
+  steps one after another in the one jitted program, with no XLA while loop."""
 
   def call(state, data: resident.ResidentSplit, order, position, first_step, count: int):
-    metrics = []
-    for offset in range(count):
+    def one_step(state, offset):
       rows = lax.dynamic_slice_in_dim(order, (position + offset) * batch_size, batch_size)
       batch = make_batch(resident.batch_key(seed, first_step + offset), data.images[rows],
                          data.labels[rows])
-      state, step_metrics = step_fn(state, constrain(batch))
-      metrics.append(step_metrics)
-    return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
+      return step_fn(state, constrain(batch))
+
+    return lax.scan(one_step, state, jnp.arange(count), unroll=True)
 
   return call
 
 
 def with_calls(run: build.Run, steps_per_call: int, loop: str) -> build.Run:
   """`run` whose device path makes `steps_per_call` steps a call by `loop` ('scan': the
-  project's train call; 'unrolled': `unrolled_train_call`), jitted as `build` does."""
+  project's train call; 'unrolled scan': `unrolled_train_call`), jitted as `build` does."""
   path = dataclasses.replace(run.device, steps_per_call=steps_per_call)
-  if loop == 'unrolled':
+  if loop == 'unrolled scan':
     everywhere = parallel.replicated(run.mesh)
     batches = parallel.batch_sharded(run.mesh)
     call = unrolled_train_call(

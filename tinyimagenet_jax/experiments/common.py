@@ -114,6 +114,7 @@ def smoke(config: ml_collections.ConfigDict, steps: int = 3, epochs: int = 2,
   config.batch_size, config.eval_batch_size = 32, 120
   config.steps_per_epoch, config.num_epochs = steps, epochs
   config.progress_bar = False
+  config.write_plots = False  # the runs' own curves; the experiment's figures stay
   return config
 
 
