@@ -26,6 +26,14 @@ def test_digits_splits_are_disjoint_and_complete():
   assert len(pairs) > 1400
 
 
+def test_digits_are_scikit_learns_digits():
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  pixels, labels = sources.digits_table()
+  bunch = datasets.load_digits()
+  np.testing.assert_array_equal(pixels, bunch.images)
+  np.testing.assert_array_equal(labels, bunch.target)
+
+
 def test_image_folder_reads_the_real_cifar10(cifar10_folder):
   train = sources.image_folder(str(cifar10_folder), 'train')
   test = sources.image_folder(str(cifar10_folder), 'test')

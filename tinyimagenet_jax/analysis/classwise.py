@@ -7,17 +7,23 @@ examples): ratios with a zero denominator are 0 (zero_division=0), and macro
 F1 averages the classes that occur in the labels or the predictions.
 """
 
+import importlib
 import math
 import os
 
 from matplotlib.figure import Figure
 import numpy as np
-from sklearn import metrics
 
 from tinyimagenet_jax.analysis import tables
 
 ANNOTATE_MAX_CLASSES = 20  # confusion cells show their counts up to this many classes
 TICK_LABELS_MAX = 100  # beyond this many classes, only every n-th class is named
+
+
+def sklearn_metrics():
+  """sklearn.metrics, imported at first use: importing it (and SciPy) took 1.3 s, a run that
+  writes no class-wise report should not pay that."""
+  return importlib.import_module('sklearn.metrics')
 
 
 def as_predictions(scores: np.ndarray) -> np.ndarray:
@@ -28,7 +34,7 @@ def as_predictions(scores: np.ndarray) -> np.ndarray:
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
   """(C, C) counts: row = true class, column = predicted class."""
-  return metrics.confusion_matrix(labels, predictions, labels=np.arange(num_classes))
+  return sklearn_metrics().confusion_matrix(labels, predictions, labels=np.arange(num_classes))
 
 
 def weighted_examples(confusion: np.ndarray) -> dict:
@@ -46,15 +52,15 @@ def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
 
 def precision_recall_f1(confusion: np.ndarray) -> dict[str, np.ndarray]:
   """(C,) precision, recall and F1 of each class, as one-vs-rest."""
-  precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+  precision, recall, f1, _ = sklearn_metrics().precision_recall_fscore_support(
       **weighted_examples(confusion), labels=np.arange(len(confusion)), zero_division=0)
   return {'precision': precision, 'recall': recall, 'f1': f1}
 
 
 def macro_f1(confusion: np.ndarray) -> float:
   """The unweighted mean F1 over the classes that occur."""
-  return float(metrics.f1_score(**weighted_examples(confusion), average='macro',
-                                zero_division=0))
+  return float(sklearn_metrics().f1_score(**weighted_examples(confusion), average='macro',
+                                          zero_division=0))
 
 
 def best_and_worst(accuracy: np.ndarray, support: np.ndarray, class_names, k: int = 5

@@ -1,10 +1,7 @@
 """Training curves from a run's history, as one PNG."""
 
-import matplotlib
+from matplotlib.figure import Figure
 import numpy as np
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # (title, [(history key, legend label)])
 PANELS = (
@@ -23,18 +20,18 @@ def finish_epoch_axis(axis, title: str, legend_size: float | None = None) -> Non
 
 
 def save(figure, path: str, title: str = '') -> None:
-  """Writes `figure` as a PNG at `path` (with a title) and frees it."""
+  """Writes `figure` as a PNG at `path` (with a title)."""
   if title:
     figure.suptitle(title)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
-  plt.close(figure)
 
 
 def plot_history(history: list[dict], path: str, title: str = '') -> None:
   """Error, loss and time per epoch side by side; missing keys are skipped."""
   epochs = [record['epoch'] for record in history]
-  figure, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
+  figure = Figure(figsize=(5 * len(PANELS), 3.6))
+  axes = figure.subplots(1, len(PANELS))
   for axis, (name, series) in zip(axes, PANELS):
     for key, label in series:
       if key in history[0]:
@@ -53,7 +50,8 @@ def plot_steps(steps: list[dict], path: str, title: str = '') -> None:
   panels = [(key, name) for key, name in STEP_PANELS if steps and key in steps[0]]
   if not panels:
     return
-  figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
+  figure = Figure(figsize=(5 * len(panels), 3.4))
+  axes = figure.subplots(1, len(panels), squeeze=False)
   numbers = [record['step'] for record in steps]
   for axis, (key, name) in zip(axes[0], panels):
     axis.plot(numbers, [record[key] for record in steps], linewidth=1)
@@ -68,7 +66,8 @@ def plot_runs(histories: dict[str, list[dict]], keys: tuple[str, ...], path: str
               target: float | None = None) -> None:
   """One panel per history key, one line per run: the runs of an experiment side by
   side. `highlight` runs are drawn bold (others thin); `target` is a dashed line."""
-  figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
+  figure = Figure(figsize=(5.5 * len(keys), 3.8))
+  axes = figure.subplots(1, len(keys), squeeze=False)
   for axis, key in zip(axes[0], keys):
     for name, history in histories.items():
       points = [(record['epoch'], record[key]) for record in history if key in record]
@@ -87,7 +86,8 @@ def plot_mean_std(groups: dict[str, list[list[dict]]], keys: tuple[str, ...], pa
                   title: str = '') -> None:
   """One panel per history key: each group's mean over its runs per epoch, +- one
   std (ddof 1) shaded; runs are cut to the group's shortest."""
-  figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.8), squeeze=False)
+  figure = Figure(figsize=(5.5 * len(keys), 3.8))
+  axes = figure.subplots(1, len(keys), squeeze=False)
   for axis, key in zip(axes[0], keys):
     for name, histories in groups.items():
       epochs = min(len(history) for history in histories)

@@ -229,22 +229,31 @@ def image_folder(root: str, split: str, skip_corrupt: bool = False) -> ImageFold
 DIGITS_TEST_SIZE = 360  # 20% of scikit-learn's 1,797 digits
 
 
+def digits_table() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's 1,797 digits as (pixels (N, 8, 8) in 0..16, labels (N,)), read from the
+  file `sklearn.datasets.load_digits` reads, without importing scikit-learn: with SciPy that
+  import took 2 s of the quickstart's start-up."""
+  spec = importlib.util.find_spec('sklearn')
+  if spec is None or not spec.submodule_search_locations:
+    raise DataError("the digits come with scikit-learn; pip install scikit-learn.")
+  path = pathlib.Path(spec.submodule_search_locations[0], 'datasets', 'data', 'digits.csv.gz')
+  table = np.loadtxt(path, delimiter=',', dtype=np.float64)
+  return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int32)
+
+
 def digits(split: str) -> ArraySource:
   """scikit-learn's bundled 8x8 digits: offline, seconds to train on.
 
   The 1,797 images get a fixed permutation (seed 0); the last 360 are 'test'.
   Pixels 0..16 are rescaled to 0..255 so all sources share one uint8 range.
   """
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top
-
   if split not in ('train', 'test'):
     raise DataError(f"digits has splits 'train' and 'test', not {split!r}.")
-  bunch = datasets.load_digits()
-  order = np.random.default_rng(0).permutation(len(bunch.target))
+  pixels, labels = digits_table()
+  order = np.random.default_rng(0).permutation(len(labels))
   order = order[:-DIGITS_TEST_SIZE] if split == 'train' else order[-DIGITS_TEST_SIZE:]
-  images = np.round(bunch.images[order] * (255 / 16)).astype(np.uint8)[..., None]
-  return ArraySource(images, bunch.target[order].astype(np.int32),
-                     tuple(str(d) for d in range(10)))
+  images = np.round(pixels[order] * (255 / 16)).astype(np.uint8)[..., None]
+  return ArraySource(images, labels[order], tuple(str(d) for d in range(10)))
 
 
 CIFAR100_FOLDER = 'cifar-100-python'
