@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tinyimagenet_jax import build, evaluation, train, writers
-from tinyimagenet_jax.data import resident, sources
+from tinyimagenet_jax.data import decoded_cache, resident, sources
 from tinyimagenet_jax.errors import ConfigError
 
 
@@ -23,6 +23,24 @@ def test_a_resident_split_holds_the_sources_records_in_order():
   np.testing.assert_array_equal(np.asarray(split.images), source.images)
   np.testing.assert_array_equal(np.asarray(split.labels), source.labels)
   assert resident.split_bytes(source) == 360 * (8 * 8 + 4)
+
+
+def test_whole_array_reads_equal_reading_record_by_record(tmp_path):
+  """Subsets, relabellings and the decoded cache are read as whole arrays; the result must be
+  the records a pipeline reads, in order."""
+  from test_decoded_cache import write_folder  # pylint: disable=g-import-not-at-top
+  write_folder(tmp_path)
+  cached = decoded_cache.decoded(sources.image_folder(str(tmp_path), 'train'),
+                                 str(tmp_path / 'cache'))
+  relabelled = sources.SubsetSource(cached, np.array([6, 1, 4, 1]), np.array([1, 0]),
+                                    ('dog', 'cat'))
+  digits = sources.SubsetSource(sources.digits('test'), np.arange(359, 0, -7))
+  for source in (cached, relabelled, digits, sources.SubsetSource(digits, np.array([3, 0]))):
+    whole, one_by_one = resident.host_arrays(source), resident.records_as_arrays(source)
+    for got, expected in zip(whole, one_by_one):
+      assert got.dtype == expected.dtype
+      np.testing.assert_array_equal(got, expected)
+  assert resident.host_arrays(relabelled)[1].tolist() == [0, 1, 0, 1]
 
 
 @pytest.mark.parametrize('placement, fraction, chosen', [

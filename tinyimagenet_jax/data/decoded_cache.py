@@ -65,6 +65,11 @@ class DecodedSource:
     return self.parent.name(index)
 
 
+def all_images(source: DecodedSource) -> np.ndarray:
+  """Every cached image of `source` in order, read in one go."""
+  return np.asarray(_open_images(source.path), np.uint8)
+
+
 def cache_paths(source: Sequence, cache_dir: str) -> tuple[pathlib.Path, pathlib.Path]:
   """(images, labels) files of `source`'s cache in `cache_dir`, named by its fingerprint."""
   key = hashlib.sha256(f'{LAYOUT_VERSION}\n{source.fingerprint()}'.encode()).hexdigest()[:24]

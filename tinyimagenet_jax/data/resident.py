@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from tinyimagenet_jax.config import is_number, one_of, require
+from tinyimagenet_jax.data import decoded_cache
 from tinyimagenet_jax.data import device_ops
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.errors import ConfigError
@@ -78,9 +79,25 @@ def resolve_placement(config: ml_collections.ConfigDict, splits: Sequence[Sequen
 
 
 def host_arrays(source: Sequence) -> tuple[np.ndarray, np.ndarray]:
-  """Every record of `source` in order as (uint8 images, int32 labels), read with threads."""
+  """Every record of `source` in order as (uint8 images, int32 labels): whole arrays where
+  the source holds them (in memory, the decoded cache, subsets and relabellings of those),
+  else record by record with reader threads (0.7 s for a 1,437-record subset of the digits,
+  against milliseconds)."""
   if isinstance(source, sources.ArraySource):
     return np.asarray(source.images, np.uint8), np.asarray(source.labels, np.int32)
+  if isinstance(source, decoded_cache.DecodedSource):
+    return decoded_cache.all_images(source), np.asarray(source.labels, np.int32)
+  if isinstance(source, sources.SubsetSource):
+    images, labels = host_arrays(source.parent)
+    labels = labels[source.indices]
+    if source.relabel is not None:
+      labels = np.asarray(source.relabel, np.int32)[labels]
+    return images[source.indices], labels
+  return records_as_arrays(source)
+
+
+def records_as_arrays(source: Sequence) -> tuple[np.ndarray, np.ndarray]:
+  """Every record of `source` in order as (uint8 images, int32 labels), read with threads."""
   images = np.empty((len(source), *sources.image_shape(source)), np.uint8)
   labels = np.empty(len(source), np.int32)
   records = grain.MapDataset.source(source).to_iter_dataset(
