@@ -6,8 +6,10 @@ fresh process and a fresh workdir, with batches made on the host and on the devi
 compilation cache (a fresh empty folder), then warm (the folder the cold run filled).
 A run's math is its train step alone, compiled, on one batch already on the device,
 timed over up to `--batches` steps (after `--warmup`) and scaled to the steps the run
-took (its steps.jsonl), summed over an experiment's runs. The goals (issue 14): the
-quickstart's wall at most 1.3x its math cold and 1.15x warm; each smoke mode within 20 s.
+took (its steps.jsonl), summed over an experiment's runs. Each epoch's evaluations are math
+too, timed the same way (`eval_math_s`): `ratio` is wall over the steps' math,
+`ratio_with_eval` over both. The goals (issue 14): the quickstart's wall at most 1.3x its
+steps' math cold and 1.15x warm; each smoke mode within 20 s.
 
 Cases (`--models` picks some, by name): the quickstart; conv4 on CIFAR-10 for
 `--batches` steps, then its test split, from ../shared/data's JPEGs (unpacked into a
@@ -36,6 +38,7 @@ import jax
 import ml_collections
 
 from tinyimagenet_jax import build
+from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import parallel
 from tinyimagenet_jax import writers
 from tinyimagenet_jax.bench import common
@@ -159,9 +162,11 @@ def saved_config(folder: pathlib.Path) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(as_tuples(json.loads((folder / 'config.json').read_text())))
 
 
-def step_seconds(config: ml_collections.ConfigDict, sample: int, warmup: int) -> float:
-  """Seconds of one train step of `config` alone: compiled, on one batch already on the
-  device, the mean of `sample` steps after `warmup`."""
+def isolated_seconds(config: ml_collections.ConfigDict, sample: int, warmup: int
+                     ) -> tuple[float, float]:
+  """(one train step, one epoch's evaluations) of `config` alone, in seconds: the step
+  compiled, on one batch already on the device, the mean of `sample` steps after `warmup`;
+  the evaluation of every eval split of the run, compiled, the mean of 3 after one."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.data.placement = 'host'  # one batch on the device is all the step reads
   run = build.build(config)
@@ -177,24 +182,33 @@ def step_seconds(config: ml_collections.ConfigDict, sample: int, warmup: int) ->
       state, _ = step(state, batch)
     jax.block_until_ready(state)
 
+  def evaluations() -> None:
+    for name in run.eval_sources:
+      evaluation.evaluate(run, state, name)
+
   steps(warmup)
-  return common.seconds(lambda: steps(sample)) / sample
+  evaluations()
+  return (common.seconds(lambda: steps(sample)) / sample,
+          common.seconds(lambda: [evaluations() for _ in range(3)]) / 3)
 
 
-def math_seconds(workdir: pathlib.Path, sample: int, warmup: int) -> tuple[int, float]:
-  """(steps, seconds): the steps every run under `workdir` took, and the sum of their
-  isolated math (each run's step time times its steps)."""
-  total_steps, total_seconds = 0, 0.0
+def math_seconds(workdir: pathlib.Path, sample: int, warmup: int) -> tuple[int, float, float]:
+  """(steps, step seconds, evaluation seconds): the steps every run under `workdir` took,
+  the sum of their isolated math (each run's step time times its steps), and the same for
+  the evaluations after each epoch."""
+  total_steps, step_total, eval_total = 0, 0.0, 0.0
   for folder in run_folders(workdir):
     count = len(writers.read_steps(str(folder)))
     if count:
+      step, evaluations = isolated_seconds(saved_config(folder), min(count, sample), warmup)
       total_steps += count
-      total_seconds += count * step_seconds(saved_config(folder), min(count, sample), warmup)
-  return total_steps, total_seconds
+      step_total += count * step
+      eval_total += len(writers.read_history(str(folder))) * evaluations
+  return total_steps, step_total, eval_total
 
 
 def ratio(wall: float, math: float) -> float | None:
-  """Wall time over the steps' math (None without math to compare with)."""
+  """Wall time over the math (None without math to compare with)."""
   return round(wall / math, 2) if math > 0 else None
 
 
@@ -226,13 +240,14 @@ def measure(case: Case, scratch: pathlib.Path, args: common.Args,
         errors[key] = errors.get(key) or error
         if math is None and not error:
           math = math_seconds(workdir, args.batches, args.warmup)
-  steps, math_s = math or (0, 0.0)
+  steps, math_s, eval_s = math or (0, 0.0, 0.0)
   rows = []
   for (placement, cache), seconds in walls.items():
     wall = common.median(seconds)
     row = {'case': case.name, 'placement': placement, 'cache': cache, 'steps': steps,
            'wall_s': round(wall, 2), 'math_s': round(math_s, 2),
-           'ratio': ratio(wall, math_s),
+           'ratio': ratio(wall, math_s), 'eval_math_s': round(eval_s, 2),
+           'ratio_with_eval': ratio(wall, math_s + eval_s),
            'load_1min': round(common.median(loads[placement, cache]), 2)}
     row['goal'] = goal(case.name, cache, wall, row['ratio'])
     if errors[placement, cache]:
