@@ -48,6 +48,7 @@ def test_one_tiny_case_is_timed_cold_and_warm(tmp_path):
     assert 'error' not in row and row['steps'] == 3 and row['math_s'] > 0
     assert row['ratio'] == pytest.approx(row['wall_s'] / row['math_s'], rel=0.02)
     assert row['eval_math_s'] > 0  # the one epoch's test evaluation
+    assert 0 < row['epochs_s'] < row['wall_s']
     assert row['ratio_with_eval'] == pytest.approx(
         row['wall_s'] / (row['math_s'] + row['eval_math_s']), rel=0.02)
   assert list((tmp_path / 'jax_cache' / 'tiny' / 'host' / '0').iterdir())  # the cold run filled it

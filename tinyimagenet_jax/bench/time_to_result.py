@@ -8,8 +8,11 @@ A run's math is its train step alone, compiled, on one batch already on the devi
 timed over up to `--batches` steps (after `--warmup`) and scaled to the steps the run
 took (its steps.jsonl), summed over an experiment's runs. Each epoch's evaluations are math
 too, timed the same way (`eval_math_s`): `ratio` is wall over the steps' math,
-`ratio_with_eval` over both. The goals (issue 14): the quickstart's wall at most 1.3x its
-steps' math cold and 1.15x warm; each smoke mode within 20 s.
+`ratio_with_eval` over both. `epochs_s` is the training seconds the runs themselves logged
+(metrics.jsonl): on a machine whose speed drifts it tells a slower run from a heavier
+one, as wall - epochs_s is what a run spent around its epochs. The goals (issue 14): the
+quickstart's wall at most 1.3x its steps' math cold and 1.15x warm; each smoke mode within
+20 s.
 
 Cases (`--models` picks some, by name): the quickstart; conv4 on CIFAR-10 for
 `--batches` steps, then its test split, from ../shared/data's JPEGs (unpacked into a
@@ -207,6 +210,14 @@ def math_seconds(workdir: pathlib.Path, sample: int, warmup: int) -> tuple[int, 
   return total_steps, step_total, eval_total
 
 
+def epoch_seconds(workdir: pathlib.Path) -> float:
+  """The training seconds every run under `workdir` logged for its epochs (metrics.jsonl):
+  the steps as they ran in the run, data waits included; the wall time beyond it is what
+  the run spent around its epochs (start-up, evaluations, saves, figures, exit)."""
+  return sum(record['seconds'] for folder in run_folders(workdir)
+             for record in writers.read_history(str(folder)))
+
+
 def ratio(wall: float, math: float) -> float | None:
   """Wall time over the math (None without math to compare with)."""
   return round(wall / math, 2) if math > 0 else None
@@ -227,7 +238,7 @@ def measure(case: Case, scratch: pathlib.Path, args: common.Args,
             placements: Sequence[str] = PLACEMENTS) -> list[dict]:
   """One row per placement and cache (cold, warm): median wall, steps, math and ratio."""
   walls = {(placement, cache): [] for cache in ('cold', 'warm') for placement in placements}
-  errors, loads, math = {}, {key: [] for key in walls}, None
+  errors, loads, epochs, math = {}, {key: [] for key in walls}, {key: [] for key in walls}, None
   for repeat in range(args.repeats):
     for cache in ('cold', 'warm'):  # a fresh folder for cold; warm reuses what it filled
       for placement in placements:  # alternated
@@ -237,6 +248,7 @@ def measure(case: Case, scratch: pathlib.Path, args: common.Args,
         loads[key].append(os.getloadavg()[0])
         seconds, error = launch_seconds(case, placement, workdir, cache_dir)
         walls[key].append(seconds)
+        epochs[key].append(epoch_seconds(workdir))
         errors[key] = errors.get(key) or error
         if math is None and not error:
           math = math_seconds(workdir, args.batches, args.warmup)
@@ -248,6 +260,7 @@ def measure(case: Case, scratch: pathlib.Path, args: common.Args,
            'wall_s': round(wall, 2), 'math_s': round(math_s, 2),
            'ratio': ratio(wall, math_s), 'eval_math_s': round(eval_s, 2),
            'ratio_with_eval': ratio(wall, math_s + eval_s),
+           'epochs_s': round(common.median(epochs[placement, cache]), 2),
            'load_1min': round(common.median(loads[placement, cache]), 2)}
     row['goal'] = goal(case.name, cache, wall, row['ratio'])
     if errors[placement, cache]:
