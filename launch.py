@@ -7,8 +7,8 @@ Mistakes a user can fix (flags, config file, config values, data) print one line
 """
 
 import os
+import pathlib
 import sys
-from typing import NoReturn
 
 from absl import app
 from absl import flags
@@ -16,20 +16,16 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-USAGE_ERROR = 2  # the exit status of every mistake a user can fix
-HELP = 'fix the flag or the config file (python launch.py --helpfull lists the flags)'
+from tinyimagenet_jax import cli
+from tinyimagenet_jax.cli import fail, print_error, USAGE_ERROR
+
+HELP = 'fix the flag or the config file (python launch.py --help lists the flags and fields)'
 EXAMPLE_CONFIG = 'configs/quickstart.py'
 
 
 def default_workdir(config_path: str) -> str:
   """runs/<config file stem>, e.g. runs/conv4_relu."""
   return os.path.join('runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
-
-
-def print_error(message: str) -> None:
-  """Prints `error: <message>` as exactly one line to stderr."""
-  lines = (line.strip() for line in message.splitlines())
-  print('error: ' + ' '.join(line for line in lines if line), file=sys.stderr, flush=True)
 
 
 def dispatch(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -60,7 +56,8 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> str:
     return f'Nothing trained; results in {workdir}'
   last = history[-1]
   return (f'Finished after {len(history)} epochs; last epoch: train error'
-          f" {last['train_error']:.4f}, test top-1 {last['test_top1']:.4f}. Results in {workdir}")
+          f" {last['train_error']:.4f}, {config.data.eval_split} top-1"
+          f" {last[f'{config.data.eval_split}_top1']:.4f}. Results in {workdir}")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> int:
@@ -87,26 +84,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> int:
   return 0
 
 
-def summary(error: BaseException) -> str:
-  """What `error` says, up to its first blank line (a traceback may follow), for one line.
-
-  An exception wrapping another as its only argument (ml_collections wraps the
-  KeyError of an unknown field) is unwrapped, and a KeyError says its argument:
-  its str() is the argument's repr.
-  """
-  while len(error.args) == 1 and isinstance(error.args[0], BaseException):
-    error = error.args[0]
-  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-  text = text.strip().split('\n\n')[0].rstrip('.:') or type(error).__name__
-  return text if isinstance(error, flags.Error) else f'{type(error).__name__}: {text}'
-
-
-def fail(message: str) -> NoReturn:
-  """Prints `message` as one `error:` line and exits with status 2."""
-  print_error(message)
-  sys.exit(USAGE_ERROR)
-
-
 def config_file_argument(argv: list[str]) -> str:
   """The file --config names in `argv` ('' if none), found by absl's parser knowing only
   that flag: the real --config flag loads the file while it parses."""
@@ -116,35 +93,70 @@ def config_file_argument(argv: list[str]) -> str:
   return only_config.config.split(':', 1)[0]
 
 
+COMMAND_FLAGS = ('config', 'workdir', 'distributed', 'coordinator_address', 'num_processes',
+                 'process_id')
+
+
+def print_help(argv: list[str]) -> None:
+  """The help text (tinyimagenet_jax.config_help): configs, flags, and the fields of the
+  --config given (with its overrides), else the defaults."""
+  # pylint: disable=g-import-not-at-top
+  from tinyimagenet_jax import build, config_help
+  config, name = None, config_file_argument([arg for arg in argv if arg not in cli.HELP_FLAGS])
+  if name:
+    spec = next(arg for arg in argv if arg.startswith('--config=')).split('=', 1)[1]
+    config = build.load_config(spec)
+    config.update_from_flattened_dict({
+        key[len('--config.'):]: config_help.parse_value(value)
+        for key, value in (arg.split('=', 1) for arg in argv
+                           if arg.startswith('--config.') and '=' in arg)})
+  flag_lines = [f'  --{flag}: {flags.FLAGS[flag].help}' for flag in COMMAND_FLAGS]
+  print(config_help.help_text('python launch.py', flag_lines,
+                              pathlib.Path(__file__).parent / 'configs', config, name))
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, each mistake told in one line with status 2; --help still works."""
+  """absl's flag parsing, each mistake told in one line with status 2; --help prints the
+  configs and every config field, and exits 0."""
+  if any(arg in cli.HELP_FLAGS for arg in argv[1:]):
+    try:
+      print_help(argv)
+    except Exception as error:  # pylint: disable=broad-except
+      fail(f'{cli.summary(error)}; {HELP}.')
+    sys.exit(0)
   try:
     config_file = config_file_argument(argv)
-    if config_file and not os.path.isfile(config_file):
-      fail(f'config file {config_file!r} does not exist; pass an experiment file,'
-           f' e.g. --config={EXAMPLE_CONFIG}.')
-    rest = flags.FLAGS(argv)
-  except Exception as error:  # pylint: disable=broad-except
-    # absl raises its flags.Error for a flag it does not know or a value it cannot
-    # parse, ml_collections a KeyError for an override naming no field, and the
-    # config file is user code: anything can go wrong in it. --help and fail()
-    # raise SystemExit, which this lets through.
-    fail(f'{summary(error)}; {HELP}.')
+  except flags.Error as error:
+    fail(f'{cli.summary(error)}; {HELP}.')
+  if config_file and not os.path.isfile(config_file):
+    fail(f'config file {config_file!r} does not exist; pass an experiment file,'
+         f' e.g. --config={EXAMPLE_CONFIG}.')
+  rest = cli.parse_flags(argv, HELP)
   if not config_file:
     fail(f'--config is required; pass an experiment file, e.g. --config={EXAMPLE_CONFIG}.')
   if not isinstance(flags.FLAGS.config, ml_collections.ConfigDict):
     fail(f'config file {config_file!r} gives no config; its get_config() must return a'
          f' ConfigDict, as in {EXAMPLE_CONFIG}.')
-  if len(rest) > 1:
-    fail(f'unexpected arguments {" ".join(rest[1:])!r}; pass everything as --name=value'
-         ' flags.')
   return rest
+
+
+def start_distributed() -> None:
+  """Starts JAX's distributed runtime when the flags or the environment ask for it:
+  --coordinator_address (or JAX_COORDINATOR_ADDRESS) with --num_processes and
+  --process_id, or --distributed to take all three from the cluster (Cloud TPU pod
+  slices, SLURM, Open MPI, Kubernetes). Every process runs the same command."""
+  address = flags.FLAGS.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if not (address or flags.FLAGS.distributed):
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.distributed.initialize(address, flags.FLAGS.num_processes, flags.FLAGS.process_id)
 
 
 def main(argv: list[str]) -> None:
   del argv  # parse_flags refused any positional argument
   from tinyimagenet_jax import tuning  # pylint: disable=g-import-not-at-top
   tuning.apply()  # before anything starts JAX's backends
+  start_distributed()
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   workdir = flags.FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename)
@@ -157,4 +169,12 @@ if __name__ == '__main__':
   flags.DEFINE_string(
       'workdir', None, 'Where metrics, plots and checkpoints go; rerunning resumes.'
       ' Default: runs/<config file name>.')
+  flags.DEFINE_bool(
+      'distributed', False, "A multi-process run: start JAX's distributed runtime from what"
+      ' the cluster provides (Cloud TPU pod slice, SLURM, Open MPI, Kubernetes).')
+  flags.DEFINE_string(
+      'coordinator_address', None, 'A multi-process run started by hand: host:port of'
+      ' process 0, with --num_processes and --process_id (JAX_COORDINATOR_ADDRESS works too).')
+  flags.DEFINE_integer('num_processes', None, 'Processes in a multi-process run.')
+  flags.DEFINE_integer('process_id', None, "This process's index in a multi-process run.")
   app.run(main, flags_parser=parse_flags)

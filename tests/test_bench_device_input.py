@@ -32,6 +32,8 @@ def normalised_range(config):
                                                      ('sketch_batches', False),
                                                      ('torch_batches', True)])
 def test_each_loader_makes_normalised_float_batches(loader, channels_first):
+  if loader == 'torch_batches':
+    pytest.importorskip('torch', reason='the airbench-style contender is written in PyTorch')
   config = tiny_config()
   images, labels = tiny_split()
   out = getattr(device_input, loader)(config, images, labels)(3)

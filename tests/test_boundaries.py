@@ -15,6 +15,8 @@ from PIL import Image
 import pytest
 
 import launch
+from tinyimagenet_jax import config as config_lib
+from tinyimagenet_jax import config_help
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data.tiny_imagenet import archive
 
@@ -96,7 +98,7 @@ IN_PROCESS = [
     ('validation split that leaves nothing', None, {'data.validation_size': 1437.0},
      ('config.data.validation_size=1437.0', '1437')),
     ('missing image folder root', None, {**IMAGES, 'data.root': '{tmp}/nowhere'},
-     ('{tmp}/nowhere/test', 'config.data.root')),
+     ("config.data.root='{tmp}/nowhere'", 'is not a folder')),
     ('image folder without images', empty_class, IMAGES, ('{tmp}/images/test',)),
     ('corrupt JPEG', corrupt_jpeg, IMAGES, ('{tmp}/images/train/dog/x.jpg', SKIP)),
     ('corrupt JPEG read by a worker process', corrupt_jpeg, {**IMAGES, 'data.num_workers': 1},
@@ -224,11 +226,30 @@ def test_missing_config_flag_is_one_line_and_status_2():
   assert_error_line(result.stderr.rstrip('\n'), ('--config',), '')
 
 
-def test_help_still_works():
-  result = run_launch('--help', timeout=120)
-  assert result.returncode == 1 and not result.stderr  # absl's usage exit
-  assert result.stdout.startswith('Command-line entry point: python launch.py')
-  assert '--config: Experiment config file' in result.stdout
+@pytest.mark.parametrize('flag', ['--help', '--helpfull', '-h'])
+def test_help_lists_the_configs_and_every_field_with_its_default_and_comment(flag):
+  result = run_launch(flag, timeout=120)
+  assert result.returncode == 0 and not result.stderr, result.stderr
+  text = result.stdout
+  assert text.startswith('usage: python launch.py --config=<config file>')
+  assert '  configs/tiny_ensembles.py: ' in text and '  configs/quickstart.py: Quickstart:' in text
+  assert '  --config: Experiment config file' in text and '  --distributed: ' in text
+  fields = [line for line in text.splitlines() if line.startswith('  --config.')]
+  assert len(fields) == len(config_help.flat_items(config_lib.base_config()))
+  assert any(line.startswith("  --config.data.placement='auto'") for line in fields)
+  assert any(line.startswith('  --config.batch_size=128') and 'global batch' in line
+             for line in fields)
+  num_workers = next(line for line in fields if line.startswith('  --config.data.num_workers='))
+  assert num_workers.endswith('grain worker processes (0: decode in threads)')
+
+
+def test_help_with_a_config_shows_its_values():
+  result = run_launch('--config=configs/quickstart.py', '--config.num_epochs=3', '--help',
+                      timeout=120)
+  assert result.returncode == 0 and not result.stderr, result.stderr
+  assert 'Config fields of configs/quickstart.py' in result.stdout
+  assert '  --config.num_epochs=3 ' in result.stdout
+  assert "  --config.data.name='digits' " in result.stdout
 
 
 def test_unreadable_image_in_the_first_epoch_stops_the_command_with_one_line(tmp_path):

@@ -11,6 +11,7 @@ from PIL import Image
 from configs import tiny_ensembles as tiny_ensembles_config
 from tinyimagenet_jax import members as member_lib
 from tinyimagenet_jax import writers
+from tinyimagenet_jax.analysis import filters
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.experiments import tiny_ensembles
@@ -51,8 +52,14 @@ def test_models_table_and_the_best_models_reports_match_the_metrics(smoke):
   assert correct / sum(int(row['support']) for row in classes) == final(workdir, best)['test_top1']
   assert summary['classwise']['accuracy'] == final(workdir, best)['test_top1']
   assert len(summary['classwise']['best']) == len(summary['classwise']['worst']) == 5
-  with Image.open(workdir / 'filters.png') as image:  # 5x5 first-layer filters, 8x enlarged
-    assert image.width % 8 == 0 and (image.width // 8 + 1) % 6 == 0
+  with Image.open(workdir / 'filters.png') as image:  # 5x5 first-layer filters, enlarged
+    pixels = np.asarray(image.convert('L'))
+  band = 2 * filters.TITLE_PIXELS
+  assert (pixels[:band] < 128).any()  # the title's text
+  scale = next(s for s in range(8, 200)
+               if pixels.shape[1] % s == 0 and (pixels.shape[1] // s + 1) % 6 == 0)
+  assert pixels.shape[1] >= tiny_ensembles.FILTERS_MIN_WIDTH
+  assert (pixels.shape[0] - band) % scale == 0
 
 
 def test_predictions_file_has_a_line_per_test_image_in_the_servers_format(smoke):

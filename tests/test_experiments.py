@@ -1,6 +1,8 @@
 """The experiment layer: the ReLU/tanh sweep, grid sweeps, evaluate and predict modes."""
 
+import csv
 import json
+import re
 
 import launch
 import numpy as np
@@ -15,13 +17,19 @@ from tinyimagenet_jax.experiments import common, grid, relu_vs_tanh
 def test_relu_vs_tanh_smoke_writes_its_tables_and_figures(tmp_path, capsys):
   config = relu_vs_tanh_config.get_config('smoke')
   assert launch.run(config, str(tmp_path)) == 0
-  assert 'Experiment relu_vs_tanh done; wrote runs.csv, runs.md' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'Experiment relu_vs_tanh done; wrote runs.csv, runs.md' in out
+  names = [relu_vs_tanh.run_name(a, lr) for a in ('relu', 'tanh') for lr in config.sweep[a]]
+  assert [line for line in out.splitlines() if line.startswith('[run ')] == [
+      f'[run {index + 1}/{len(names)}] {name}' for index, name in enumerate(names)]
+  for line in (tmp_path / 'summary.md').read_text().splitlines()[2:4]:
+    assert re.fullmatch(r'- (relu|tanh): learning rate [\d.]+ (reached the target in \d+|did'
+                        r' not reach the target in \d+) epochs, [\d.]+ s per epoch', line), line
   for name in ('runs.csv', 'runs.md', 'summary.json', 'summary.md'):
     assert (tmp_path / name).stat().st_size > 0
   for name in ('training_error.png', 'seconds_per_epoch.png'):
     assert (tmp_path / name).read_bytes()[:4] == b'\x89PNG'
   rows = (tmp_path / 'runs.csv').read_text().splitlines()
-  names = [relu_vs_tanh.run_name(a, lr) for a in ('relu', 'tanh') for lr in config.sweep[a]]
   assert [row.split(',')[0] for row in rows[1:]] == names
   summary = json.loads((tmp_path / 'summary.json').read_text())
   target = config.target_train_error
@@ -98,6 +106,14 @@ def test_evaluate_and_predict_modes_read_the_saved_run(small, tmp_path, capsys):
   probabilities, labels = scores.probabilities, scores.labels
   assert [int(line.split()[1]) for line in lines] == probabilities.argmax(-1).tolist()
   assert np.mean(probabilities.argmax(-1) == labels) == pytest.approx(saved['top1'])
+  with open(tmp_path / 'predictions_test.csv', newline='') as file:
+    rows = list(csv.reader(file))
+  assert rows[0] == ['id', 'predicted', 'probability', 'top5'] and len(rows) == 361
+  for index, (example_id, predicted, probability, top5) in enumerate(rows[1:]):
+    ranked = np.argsort(-probabilities[index], kind='stable')[:5]
+    assert example_id == str(index) and predicted == str(ranked[0])
+    assert float(probability) == pytest.approx(probabilities[index, ranked[0]], abs=1e-6)
+    assert top5.split(' ') == [str(label) for label in ranked]
 
 
 def test_evaluate_without_a_checkpoint_is_one_line(small, tmp_path, capsys):

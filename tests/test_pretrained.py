@@ -14,7 +14,8 @@ from tinyimagenet_jax import checkpoint, models, train
 from tinyimagenet_jax.errors import DataError
 from tinyimagenet_jax.models import pretrained
 
-NEEDS_TORCH = "PyTorch writes the .pth files; install the test extra: pip install -e '.[test]'"
+NEEDS_TORCH = ("PyTorch writes the .pth files; install torch (a CPU build: pip install torch"
+               " --index-url https://download.pytorch.org/whl/cpu), as .ci/run does")
 
 
 def build_shapes(name: str, image_size: int, num_classes: int, **options):

@@ -87,10 +87,14 @@ def test_device_evaluation_matches_the_host_evaluator(digits_config, tmp_path):
 
 
 def test_a_run_cannot_resume_on_the_other_data_path(digits_config, tmp_path):
-  digits_config.data.placement, digits_config.num_epochs = 'device', 1
-  train.train_and_evaluate(digits_config, str(tmp_path))
-  digits_config.data.placement, digits_config.num_epochs = 'host', 2
+  """'auto' both times, but a memory budget (allowed to change) that no longer fits."""
+  digits_config.num_epochs = 1
+  train.train_and_evaluate(digits_config, str(tmp_path))  # auto: the device path
+  digits_config.data.device_memory_fraction, digits_config.num_epochs = 1e-9, 2
   with pytest.raises(ConfigError, match='placement=device'):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  digits_config.data.placement = 'host'  # named outright: a changed config
+  with pytest.raises(ConfigError, match=r"data\.placement 'auto' -> 'host'"):
     train.train_and_evaluate(digits_config, str(tmp_path))
 
 

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -12,9 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from tinyimagenet_jax import checkpoint, train, writers
-from tinyimagenet_jax.errors import ConfigError, NonFiniteLossError
+from tinyimagenet_jax import checkpoint, resumption, train, writers
+from tinyimagenet_jax.errors import ConfigError, DataError, NonFiniteLossError
 
+from conftest import make_digits_config
 from helpers import REPO, run_python
 
 TIMING = ('seconds', 'images_per_second')
@@ -229,34 +231,152 @@ def test_checkpoint_moves_between_device_counts(digits_run, digits_config, tmp_p
 
 
 def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(digits_config, tmp_path):
+  """A step schedule that multiplies the rate by 1e7 after the first epoch: the second
+  epoch diverges, after the first epoch's checkpoint (a rerun raising num_epochs)."""
+  digits_config.optimizer.update(schedule='step', decay_rate=1e7, decay_every_epochs=1.0)
   digits_config.num_epochs = 1
   good_state, _ = train.train_and_evaluate(digits_config, str(tmp_path))
   digits_config.num_epochs = 2
-  digits_config.optimizer.learning_rate = 1e6
   with pytest.raises(NonFiniteLossError) as error:
     train.train_and_evaluate(digits_config, str(tmp_path))
   message = str(error.value)
-  assert message.startswith('training stopped at step 2')
-  assert 'lower --config.optimizer.learning_rate (now 1000000.0)' in message
+  assert int(re.match(r'training stopped at step (\d+)', message).group(1)) > 22
+  assert 'lower --config.optimizer.learning_rate (now 500000.0)' in message  # 0.05 * 1e7
   assert 'the last good checkpoint (step 22) is kept' in message and '\n' not in message
   restored = checkpoint.load_saved_variables(str(tmp_path))['params']
   jax.tree.map(np.testing.assert_array_equal, restored, jax.device_get(good_state.params))
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(restored))
 
 
-def test_a_changed_config_is_refused_and_restart_starts_over(digits_config, tmp_path):
+@pytest.mark.parametrize('key, value', [
+    ('optimizer.learning_rate', 0.1), ('optimizer.schedule', 'cosine'),
+    ('augment.flip_prob', 0.5), ('optimizer.weight_decay', 1e-4),
+    ('model.filters', (8, 16, 16, 32)), ('compute_dtype', 'bfloat16')])
+def test_a_result_changing_field_is_refused_and_config_json_kept(digits_run, digits_config,
+                                                                  tmp_path, key, value):
+  shutil.copytree(digits_run[0], tmp_path, dirs_exist_ok=True)  # a finished 2-epoch run
+  before = (tmp_path / 'config.json').read_bytes()
+  was = resumption.flatten(digits_config.to_dict())[key]
+  digits_config.update_from_flattened_dict({key: value})
+  with pytest.raises(ConfigError) as error:
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  shown = json.loads(json.dumps(value))
+  assert str(error.value) == (
+      f'the checkpoints in {tmp_path} were trained with another config ({key}'
+      f' {was!r} -> {shown!r}), so resuming would mix two runs; use'
+      ' another --workdir for the new config, or add --config.restart=True to start this one'
+      ' over.')
+  assert (tmp_path / 'config.json').read_bytes() == before
+
+
+def test_every_differing_key_is_named_at_once(digits_run, digits_config, tmp_path):
+  shutil.copytree(digits_run[0], tmp_path, dirs_exist_ok=True)
+  digits_config.seed, digits_config.batch_size = 3, 32
+  with pytest.raises(ConfigError, match=r'\(batch_size 64 -> 32, seed 0 -> 3\)'):
+    train.train_and_evaluate(digits_config, str(tmp_path))
+
+
+def test_allowed_changes_are_accepted_and_the_run_continues(digits_run, digits_config, tmp_path):
+  """Every field of the allow-list changes at once; the run continues from its checkpoint
+  to the raised epoch count, as one run never interrupted would."""
+  shutil.copytree(digits_run[0], tmp_path / 'resumed')
+  digits_config.num_epochs = 3
+  whole_state, whole = train.train_and_evaluate(digits_config, str(tmp_path / 'whole'))
+  changed = {'data.root': '/elsewhere', 'data.data_dir': '/tfds', 'data.manual_dir': '/manual',
+             'data.download': False, 'data.cache_dir': str(tmp_path / 'cache'),
+             'data.decoded_cache': True, 'data.num_workers': 0, 'data.num_threads': 1,
+             'data.prefetch_batches': 2, 'data.device_memory_fraction': 0.5,
+             'progress_bar': False, 'progress_seconds': 5.0, 'write_plots': False,
+             'checkpoint_every_steps': 5,
+             'max_checkpoints_to_keep': 3, 'keep_best_checkpoints': 1, 'best_metric': 'test_loss',
+             'best_mode': 'min', 'eval_batch_size': 72, 'mode': 'train', 'restart': False}
+  assert set(changed) | {'compilation_cache_dir'} == resumption.ALLOWED_CHANGES
+  digits_config.update_from_flattened_dict(changed)
+  state, history = train.train_and_evaluate(digits_config, str(tmp_path / 'resumed'))
+  assert without_timing(history) == without_timing(whole)
+  jax.tree.map(np.testing.assert_array_equal, state.params, whole_state.params)
+  saved = json.loads((tmp_path / 'resumed' / 'config.json').read_text())
+  assert saved['num_epochs'] == 3 and saved['eval_batch_size'] == 72
+
+
+def test_num_epochs_may_not_change_under_a_schedule_shaped_by_it():
+  saved = {'num_epochs': 2, 'optimizer': {'schedule': 'onecycle'}}
+  raised = {'num_epochs': 3, 'optimizer': {'schedule': 'onecycle'}}
+  assert resumption.differing_keys(saved, raised, {}) == ['num_epochs']
+  for schedule in ('constant', 'step'):
+    saved['optimizer']['schedule'] = raised['optimizer']['schedule'] = schedule
+    assert resumption.differing_keys(saved, raised, {}) == []
+    assert resumption.differing_keys(raised, saved, {}) == ['num_epochs']  # lowered
+
+
+def test_restart_starts_over_after_a_refusal(digits_config, tmp_path):
   digits_config.num_epochs = 1
   train.train_and_evaluate(digits_config, str(tmp_path))
   digits_config.batch_size = 32
-  with pytest.raises(ConfigError) as error:
+  with pytest.raises(ConfigError):
     train.train_and_evaluate(digits_config, str(tmp_path))
-  assert str(error.value) == (
-      f'config.batch_size=32 differs from 64 in the checkpoint in {tmp_path}, so resuming would'
-      ' mix two runs; rerun with the old value, use another --workdir, or add'
-      ' --config.restart=True to start this one over.')
   digits_config.restart = True
   state, history = train.train_and_evaluate(digits_config, str(tmp_path))
   assert len(history) == 1 and int(state.step) == 1437 // 32
+
+
+@pytest.fixture(scope='module')
+def three_epochs(tmp_path_factory):
+  """make_digits_config() run for 3 epochs, never interrupted: (final state, history)."""
+  config = make_digits_config()
+  config.num_epochs = 3
+  return train.train_and_evaluate(config, str(tmp_path_factory.mktemp('three_epochs')))
+
+
+def truncate_largest_array_file(step_folder) -> None:
+  """Cuts the largest file of the step's saved arrays to half its length."""
+  largest = max((path for path in (step_folder / 'state').rglob('*') if path.is_file()
+                 and path.parent.name == 'd'), key=lambda path: path.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:largest.stat().st_size // 2])
+
+
+def add_partial_newer_step(step_folder) -> None:
+  """A plain step folder newer than `step_folder` holding only its state item."""
+  newer = step_folder.with_name(str(int(step_folder.name) + 22))
+  shutil.copytree(step_folder / 'state', newer / 'state')
+
+
+DAMAGE = {
+    'truncated array': truncate_largest_array_file,
+    'missing progress metadata': lambda folder: (folder / 'progress' / 'metadata').unlink(),
+    'partial newer step': add_partial_newer_step,
+}
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGE))
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
+    digits_run, digits_config, three_epochs, tmp_path, capsys, damage):
+  shutil.copytree(digits_run[0], tmp_path, dirs_exist_ok=True)  # checkpoints at steps 22, 44
+  DAMAGE[damage](tmp_path / 'checkpoints' / '44')
+  digits_config.num_epochs = 3
+  state, history = train.train_and_evaluate(digits_config, str(tmp_path))
+  damaged_step, intact_step = (66, 44) if damage == 'partial newer step' else (44, 22)
+  captured = capsys.readouterr()
+  warnings = [line for line in captured.err.splitlines() if line.startswith('warning:')]
+  assert len(warnings) == 1 and f'checkpoint {damaged_step} is damaged (' in warnings[0]
+  assert f'Resuming {tmp_path} from step {intact_step} ' in captured.out
+  assert (tmp_path / 'checkpoints' / f'damaged-{damaged_step}').is_dir()
+  whole_state, whole = three_epochs
+  assert without_timing(history) == without_timing(whole)
+  jax.tree.map(np.testing.assert_array_equal, state.params, whole_state.params)
+
+
+def test_no_intact_checkpoint_is_one_error(digits_run, digits_config, tmp_path):
+  shutil.copytree(digits_run[0], tmp_path, dirs_exist_ok=True)
+  for step in (22, 44):
+    (tmp_path / 'checkpoints' / str(step) / 'progress' / 'metadata').unlink()
+  digits_config.num_epochs = 3
+  with pytest.raises(DataError) as error:
+    train.train_and_evaluate(digits_config, str(tmp_path))
+  message = str(error.value)
+  assert '\n' not in message and message.startswith(f'no intact checkpoint in {tmp_path}')
+  assert 'checkpoint 44 is damaged (' in message and 'checkpoint 22 is damaged (' in message
+  assert message.endswith('use another --workdir or add --config.restart=True to start over.')
 
 
 def test_init_from_loads_matching_weights(digits_run, digits_config, tmp_path, monkeypatch):

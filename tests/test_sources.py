@@ -4,11 +4,13 @@ import pickle
 from unittest import mock
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
 from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax.data import sources
+from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.errors import DataError
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
@@ -46,9 +48,35 @@ def test_image_folder_reads_the_real_cifar10(cifar10_folder):
   assert train.paths[12_345].split('/')[-2] == CIFAR10_CLASSES[record['label']]
 
 
-def test_image_folder_missing_path_is_one_clear_error(tmp_path):
-  with pytest.raises(DataError, match=r'nowhere/train.*config\.data\.root'):
-    sources.image_folder(str(tmp_path / 'nowhere'), 'train')
+def test_image_folder_missing_root_names_the_root(tmp_path):
+  for root in (str(tmp_path / 'nowhere'), ''):
+    with pytest.raises(DataError) as error:
+      sources.image_folder(root, 'test')
+    assert str(error.value) == (
+        f'config.data.root={root!r} is not a folder; set --config.data.root to the folder'
+        ' holding <split>/<class>/*.jpg.')
+
+
+def test_image_folder_missing_split_is_one_clear_error(tmp_path):
+  with pytest.raises(DataError, match=r'train.*config\.data\.root'):
+    sources.image_folder(str(tmp_path), 'train')
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_any_decoding(tmp_path):
+  for split in ('train', 'test'):
+    for index in range(6):
+      folder = tmp_path / 'data' / split / ('a', 'b')[index % 2]
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.new('RGB', (4, 4)).save(folder / f'{index}.png')
+  data = config_lib.base_config().data
+  data.name, data.root = 'image_folder', str(tmp_path / 'data')
+  data.decoded_cache, data.cache_dir = True, str(tmp_path / 'cache')
+  data.validation_size = 2
+  with pytest.raises(ConfigError) as error:
+    sources.load_splits(data, seed=0, batch_size=5)
+  assert str(error.value) == ('config.batch_size=5 is larger than the 4 training examples; use a'
+                              ' smaller batch.')
+  assert len(list((tmp_path / 'cache').glob('*.labels.npy'))) == 1  # the eval split's alone
 
 
 def test_image_folder_without_images_is_one_clear_error(tmp_path):

@@ -297,7 +297,9 @@ def test_export_matches_an_independent_computation(subset5, tiny_root, tmp_path)
   np.testing.assert_allclose(stats['mean'], pixels.mean(0), rtol=1e-12)
   np.testing.assert_allclose(stats['std'], pixels.std(0), rtol=1e-9)
   assert (stats['pixel_count'], stats['num_images']) == (100 * 64 * 64, 100)
-  assert (stats['resize_shorter'], stats['crop_size']) == (256, 224)
+  assert stats['alexnet_preprocessing'] == {'resize_shorter': 256, 'crop_size': 224}
+  assert stats['statistics_of'].startswith('the training images as stored (64x64 RGB)')
+  assert 'resize_shorter' not in stats and 'crop_size' not in stats
   assert (stats['num_skipped'], stats['skipped']) == (0, [])
 
 
@@ -459,6 +461,31 @@ def load_error(data) -> str:
     sources.load(data, 'train')
   assert '\n' not in str(error.value)
   return str(error.value)
+
+
+def folder_bytes(folder: pathlib.Path) -> dict[str, bytes]:
+  """Every file under `folder` by relative path, with its bytes."""
+  return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob('*') if p.is_file()}
+
+
+def test_a_failed_export_leaves_the_previous_one_untouched(small_tree, tmp_path):
+  config = builder_lib.subset_config(3, 8, 2, 2, 0)  # every image of the 3 classes drawn
+  out = tmp_path / 'export'
+  artifacts.write_artifacts(str(small_tree), str(out), config, progress=False)
+  before = folder_bytes(out)
+  assert set(before) == {'train_manifest.csv', 'val_manifest.csv', 'test_manifest.csv',
+                         'classes.txt', 'labels.json', 'dataset_stats.json'}
+  truncated_jpeg(small_tree, wnids_of(small_tree)[2])  # a train image: the first split read
+  with pytest.raises(DataError):
+    artifacts.write_artifacts(str(small_tree), str(out), config, progress=False)
+  assert folder_bytes(out) == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['export', 'tiny-imagenet-200']
+  with pytest.raises(DataError):  # nothing there before: nothing there after
+    artifacts.write_artifacts(str(small_tree), str(tmp_path / 'new'), config, progress=False)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['export', 'tiny-imagenet-200']
+  artifacts.write_artifacts(str(small_tree), str(out), config, skip_corrupt=True, progress=False)
+  assert artifacts.read_stats(str(out))['num_skipped'] == 1  # replaced whole on success
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['export', 'tiny-imagenet-200']
 
 
 def test_build_stops_at_bad_input_or_skips_and_records_it(small_tree, tmp_path):

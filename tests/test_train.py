@@ -7,11 +7,13 @@ from unittest import mock
 
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
 from configs import conv4_relu
 from tinyimagenet_jax import build, evaluation, train, writers
+from tinyimagenet_jax.analysis import curves
 from tinyimagenet_jax.data import sources
 
 
@@ -37,6 +39,34 @@ def test_run_writes_every_promised_file(digits_run, digits_config):
   for record in history:
     assert record['train_error'] == 1 - record['train_accuracy']
     assert 0 <= record['test_top1'] <= record['test_top5'] <= 1
+
+
+def tensorboard_scalars(workdir) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} from a run's TensorBoard event files, read as TFRecords."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for path in sorted((pathlib.Path(workdir) / 'tensorboard').glob('events.out.tfevents.*')):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], 'little')
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+def test_tensorboard_groups_tags_by_split_on_the_global_step(digits_run):
+  workdir, _, history = digits_run
+  scalars = tensorboard_scalars(workdir)
+  steps_per_epoch = 1437 // 64
+  for tag in ('train/loss', 'train/accuracy', 'train/grad_norm', 'optimizer/learning_rate'):
+    assert [step for step, _ in scalars[tag]] == list(range(1, 2 * steps_per_epoch + 1)), tag
+  for tag, key in (('test/loss', 'test_loss'), ('test/top1', 'test_top1'),
+                   ('train/epoch_loss', 'train_loss'), ('speed/epoch_seconds', 'seconds')):
+    assert scalars[tag] == [(record['step'], pytest.approx(record[key], rel=1e-6))
+                            for record in history], tag
+  assert not [tag for tag in scalars if '/' not in tag or tag.startswith('step/')]
 
 
 def test_evaluate_counts_each_test_example_once(digits_run, digits_config):
@@ -164,3 +194,34 @@ def test_cutmix_run_trains(digits_config, tmp_path, placement):
   _, history = train.train_and_evaluate(digits_config, str(tmp_path))
   losses = [record['train_loss'] for record in history]
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def digits_folder(root: pathlib.Path, splits: dict[str, int]) -> None:
+  """root/<split>/<digit>/<n>.png: the first `count` digits of the bundled set per split."""
+  pixels, labels = sources.digits_table()
+  start = 0
+  for split, count in splits.items():
+    for index in range(start, start + count):
+      folder = root / split / str(labels[index])
+      folder.mkdir(parents=True, exist_ok=True)
+      image = np.round(pixels[index] * 255 / 16).astype(np.uint8)
+      Image.fromarray(np.repeat(image[..., None], 3, axis=-1)).save(folder / f'{index}.png')
+    start += count
+
+
+def test_scores_are_named_by_the_split_they_were_computed_on(digits_config, tmp_path, capsys):
+  digits_folder(tmp_path / 'data', {'train': 320, 'validation': 100})
+  digits_config.data.name, digits_config.data.root = 'image_folder', str(tmp_path / 'data')
+  digits_config.data.eval_split, digits_config.num_epochs = 'validation', 1
+  digits_config.steps_per_epoch, digits_config.batch_size = 3, 32
+  workdir = tmp_path / 'run'
+  _, history = train.train_and_evaluate(digits_config, str(workdir))
+  keys = set(history[0])
+  assert {'validation_loss', 'validation_top1', 'validation_top5'} <= keys
+  assert not [key for key in keys if 'test' in key]
+  assert 'test' not in (workdir / 'metrics.csv').read_text().splitlines()[0]
+  line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith('epoch 1:'))
+  assert '| validation loss ' in line and 'test' not in line
+  assert not [tag for tag in tensorboard_scalars(workdir) if 'test' in tag]
+  assert [label for _, series in curves.history_panels(history[0]) for _, label in series] == [
+      'train', 'validation', 'train', 'validation', 'train']

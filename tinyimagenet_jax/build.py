@@ -138,12 +138,8 @@ def load_config(name: str) -> ml_collections.ConfigDict:
 
 def steps_per_epoch_for(config: ml_collections.ConfigDict, num_examples: int) -> int:
   """`config.steps_per_epoch`, or whole batches in one pass when it is 0."""
-  full_pass = num_examples // config.batch_size
-  if not full_pass:
-    raise ConfigError(
-        f'config.batch_size={config.batch_size} is larger than the'
-        f' {num_examples} training examples; use a smaller batch.')
-  return config.steps_per_epoch or full_pass
+  sources.check_batch_fits(config.batch_size, num_examples)
+  return config.steps_per_epoch or num_examples // config.batch_size
 
 
 def initial_state(config: ml_collections.ConfigDict, model: nn.Module, steps_per_epoch: int,
@@ -195,7 +191,7 @@ def open_sources(config: ml_collections.ConfigDict, purpose: str
   """(train source, named eval sources): training reads every split it uses; evaluate
   and predict only `data.eval_split` (predict also unlabelled ones)."""
   if purpose == 'train':
-    splits = sources.load_splits(config.data, config.seed)
+    splits = sources.load_splits(config.data, config.seed, config.batch_size)
     return splits.train, splits.evals
   load = sources.load_for_prediction if purpose == 'predict' else sources.load
   return None, {config.data.eval_split: load(config.data, config.data.eval_split)}

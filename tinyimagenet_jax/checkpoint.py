@@ -10,18 +10,25 @@ A checkpoint (`<workdir>/checkpoints/<step>/`) holds four items:
     config    the run's config, to refuse resuming with one that would mix runs
 
 Orbax writes each checkpoint to a temporary folder and renames it when
-complete, so a crash mid-save leaves the previous one restorable. Restoring
+complete, so a crash mid-save leaves the previous one restorable. A checkpoint
+damaged on disk afterwards (a truncated array, a missing item) is reported in
+one line, set aside as `damaged-<step>`, and the newest intact one is used. Restoring
 goes through an abstract state carrying the current shardings, so arrays land
 on the current mesh whatever device count wrote them. The newest `keep` and
 the best `keep_best` (by an eval metric of the epoch-end saves) are kept.
 """
 
+from collections.abc import Callable
 import dataclasses
+import json
 import os
 import pathlib
+import sys
+from typing import TypeVar
 
 import grain
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -33,6 +40,8 @@ from tinyimagenet_jax.state import TrainState, step_of
 
 
 CHECKPOINTS = 'checkpoints'
+DAMAGED_PREFIX = 'damaged-'  # a damaged checkpoint's folder, renamed out of Orbax's sight
+T = TypeVar('T')
 
 
 def directory(workdir: str) -> str:
@@ -56,6 +65,16 @@ def _preservation(keep: int, keep_best: int, best_metric: str, best_mode: str):
         get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == 'min',
         n=keep_best, keep_checkpoints_without_metrics=False))
   return checkpoint_managers.AnyPreservationPolicy(policies)
+
+
+class DamagedCheckpoint(Exception):
+  """A checkpoint that cannot be read whole: an item missing, truncated or unparsable."""
+
+  def __init__(self, step: int, error: BaseException):
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ''
+    super().__init__(f'checkpoint {step} is damaged ({type(error).__name__}: {reason})'
+                     if reason else f'checkpoint {step} is damaged ({type(error).__name__})')
+    self.step = step
 
 
 class Checkpoints:
@@ -93,22 +112,56 @@ class Checkpoints:
       items['data'] = grain.checkpoint.CheckpointSave(data)
     self._manager.save(step_of(state), args=ocp.args.Composite(**items), metrics=metrics)
 
-  def saved_config(self) -> dict | None:
-    """The config stored with the newest checkpoint, or None if there is none."""
-    step = self.latest_step()
-    if step is None:
-      return None
-    return self._manager.restore(
-        step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-
-  def restore_latest(self, like: TrainState, data: grain.DatasetIterator | None
+  def restore_latest(self, like: TrainState, data: grain.DatasetIterator | None,
+                     accept: Callable[[dict], None] = lambda config: None
                      ) -> tuple[TrainState, Progress] | None:
-    """The newest state (shaped and sharded like `like`) and progress; moves `data` (the
-    host pipeline's iterator, None on the device path) to its saved position. None if
-    there is no checkpoint; ConfigError if it was written on the other data path."""
-    step = self.latest_step()
-    if step is None:
-      return None
+    """The newest intact state (shaped and sharded like `like`) and progress; moves `data`
+    (the host pipeline's iterator, None on the device path) to its saved position.
+
+    `accept(saved config)` raises to refuse continuing a checkpoint (a changed config);
+    it sees the config before any array is read. A checkpoint that cannot be read whole
+    is damaged: a warning line names it and what was wrong, and the next older one is
+    tried. None if there is no checkpoint; a DataError if none is intact; a ConfigError
+    if it was written on the other data path.
+    """
+    items = dict(state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                                             like)),
+                 progress=ocp.args.JsonRestore())
+
+    def restore(step: int):
+      accept(self._read(step, config=ocp.args.JsonRestore()).config)
+      self._check_data_path(step, data)
+      position = self._other_process_count_position(step) if data is not None else None
+      data_item = ({'data': grain.checkpoint.CheckpointRestore(data)}
+                   if data is not None and position is None else {})
+      restored = self._read(step, **items, **data_item)
+      if position is not None:
+        data.set_state(position)
+      return restored.state, Progress(**restored.progress)
+
+    return self._newest_intact(restore)
+
+  def restore_state(self, like: TrainState) -> TrainState:
+    """The newest intact saved state, shaped and sharded like `like` (for evaluation)."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    restored = self._newest_intact(
+        lambda step: self._read(step, state=ocp.args.StandardRestore(abstract)).state)
+    if restored is None:
+      raise DataError(f'no checkpoint in {self.directory}; train first (--config.mode=train).')
+    return restored
+
+  def _read(self, step: int, **items):
+    """The named items of checkpoint `step`; a DamagedCheckpoint if any cannot be read."""
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as error:  # pylint: disable=broad-except
+      # Orbax and TensorStore raise ValueError, KeyError, FileNotFoundError and plain
+      # Exception for unreadable items; the saved config, read first, has already ruled
+      # out a mismatch with the state's shapes.
+      raise DamagedCheckpoint(step, error) from error
+
+  def _check_data_path(self, step: int, data: grain.DatasetIterator | None) -> None:
+    """ConfigError unless checkpoint `step` was written on this run's data path."""
     saved_on_host = (pathlib.Path(self.directory) / str(step) / 'data').exists()
     if saved_on_host != (data is not None):
       trained, now = ('host', 'device') if saved_on_host else ('device', 'host')
@@ -116,22 +169,59 @@ class Checkpoints:
           f'the checkpoints in {self.directory} were trained with batches made on the'
           f' {trained}, and this run makes them on the {now}, which draws another data order;'
           f' rerun with --config.data.placement={trained}, or use another --workdir.')
-    items = dict(state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                                                             like)),
-                 progress=ocp.args.JsonRestore())
-    if data is not None:
-      items['data'] = grain.checkpoint.CheckpointRestore(data)
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    return restored.state, Progress(**restored.progress)
 
-  def restore_state(self, like: TrainState) -> TrainState:
-    """The newest saved state, shaped and sharded like `like` (for evaluation)."""
-    step = self.latest_step()
-    if step is None:
-      raise DataError(f'no checkpoint in {self.directory}; train first (--config.mode=train).')
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract))).state
+  def _other_process_count_position(self, step: int) -> dict | None:
+    """The data position checkpoint `step` saved under another process count, or None when
+    it was saved under this one. Every process of a run stands at the same element of its
+    stream (element s is its rows of step s), so any process's position serves all of
+    this run's; a position with worker processes' state (data.num_workers) does not."""
+    folder = pathlib.Path(self.directory, str(step), 'data')
+    if (folder / f'process_{jax.process_index()}-of-{jax.process_count()}.json').exists():
+      return None
+    saved = sorted(folder.glob('process_*-of-*.json'))
+    if not saved:
+      return None  # the item is missing: the restore reports the damage
+    position = json.loads(saved[0].read_text())
+    if set(position) != {'next_index'}:
+      raise ConfigError(
+          f'checkpoint {step} in {self.directory} was saved by {saved[0].stem.split("-of-")[1]}'
+          f' process(es) with grain worker processes, and this run has'
+          f' {jax.process_count()}; resume with the same process count, or with'
+          ' --config.data.num_workers=0 from a checkpoint saved with it.')
+    return position
+
+  def _newest_intact(self, restore: Callable[[int], T]) -> T | None:
+    """`restore(step)` of the newest checkpoint it can read whole, or None without any.
+
+    Each damaged checkpoint met first is reported in one line and set aside (renamed
+    `damaged-<step>`, by the first process), so the run's next saves do not meet it.
+    """
+    damaged = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = restore(step)
+      except DamagedCheckpoint as error:
+        print(f'warning: {error}; trying the one before.', file=sys.stderr, flush=True)
+        damaged.append(error)
+        continue
+      self._set_aside([error.step for error in damaged])
+      return restored
+    if damaged:
+      raise DataError(
+          f'no intact checkpoint in {self.directory} ({"; ".join(map(str, damaged))}); use'
+          ' another --workdir or add --config.restart=True to start over.')
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames the damaged checkpoints `steps` to damaged-<step> (kept for a post-mortem)."""
+    if steps and jax.process_index() == 0:
+      for step in steps:
+        folder = pathlib.Path(self.directory, str(step))
+        folder.rename(folder.with_name(f'{DAMAGED_PREFIX}{step}'))
+    if steps:
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices('damaged checkpoints set aside')
+      self._manager.reload()
 
   def wait_until_finished(self) -> None:
     """Blocks until a save in flight is complete on disk."""

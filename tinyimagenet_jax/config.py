@@ -140,7 +140,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 0
   c.max_checkpoints_to_keep = 2
   c.keep_best_checkpoints = 0
-  c.best_metric = 'test_top1'  # a key of the epoch records, e.g. val_top1, test_loss
+  # A key of the epoch records, e.g. val_top1, test_loss; '' = <data.eval_split>_top1.
+  c.best_metric = ''
   c.best_mode = 'max'  # 'min' for losses and errors
   c.restart = False  # True: delete this workdir's checkpoints and metrics, start over
   c.init_from = ''  # another run's workdir/checkpoint: start from its matching weights
@@ -175,6 +176,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.grid_metric = 'val_top1'
   c.grid_mode = 'max'
   c.progress_bar = True
+  # Off a terminal (nohup, schedulers) the bar is one plain line this often, in seconds.
+  c.progress_seconds = 30.0
   c.write_plots = True
   return c
 
@@ -184,6 +187,16 @@ MODES = ('train', 'evaluate', 'predict')
 
 
 # Helpers for every section's checks (the registries' own are in their modules).
+
+
+def eval_metric(config: ml_collections.ConfigDict, metric: str) -> str:
+  """The epoch records' key of `metric` on the eval split, e.g. 'validation_top1'."""
+  return f'{config.data.eval_split}_{metric}'
+
+
+def best_metric(config: ml_collections.ConfigDict) -> str:
+  """The epoch-record key that ranks checkpoints for keep_best_checkpoints."""
+  return config.best_metric or eval_metric(config, 'top1')
 
 
 def one_of(key: str, value, choices: Iterable[str]) -> None:

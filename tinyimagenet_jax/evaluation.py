@@ -6,19 +6,24 @@ cross-entropy), `top1`, `top5` and `count`, each per member for stacked members
 (an ensemble's scores from averaged probabilities are `ensemble_*`).
 `--config.mode=evaluate` restores the newest checkpoint of the workdir and
 evaluates it on `data.eval_split` (metrics and a class-wise report);
-`--config.mode=predict` writes `predictions_<split>.txt`, one line per image,
-`<file name> <predicted class>` (for Tiny ImageNet the wnid: the format of
-the course's evaluation server), also for unlabelled splits.
+`--config.mode=predict` writes `predictions_<split>.csv` (a header, then per image
+its id, the predicted class, its probability and the top-5 classes) and
+`predictions_<split>.txt` (`<file name> <predicted class>`; for Tiny ImageNet the
+wnid: the format of the course's evaluation server), also for unlabelled splits.
 """
 
+import csv
 import dataclasses
+import io
 import json
 import os
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
+from tinyimagenet_jax import atomic
 from tinyimagenet_jax import build
 from tinyimagenet_jax import checkpoint
 from tinyimagenet_jax import members
@@ -26,7 +31,9 @@ from tinyimagenet_jax.analysis import classwise
 from tinyimagenet_jax.state import TrainState
 
 EVALUATION_JSON = 'evaluation_{split}.json'
+PREDICTIONS_CSV = 'predictions_{split}.csv'
 PREDICTIONS_TXT = 'predictions_{split}.txt'
+PREDICTION_COLUMNS = ('id', 'predicted', 'probability', 'top5')
 # The evaluator's quantities and the sums (steps.eval_outputs) each is the mean of.
 MEANS = (('loss', 'loss_sum'), ('top1', 'top1_hits'), ('top5', 'top5_hits'))
 
@@ -57,6 +64,14 @@ def means(sums: list[dict]) -> dict:
       'count': as_host(count.astype(np.int64))}
 
 
+def whole_on_host(tree):
+  """`tree`'s arrays in full as numpy: with several JAX processes, the rows each process
+  holds (per-example outputs, its host batches) are gathered from all, in global order."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def evaluate(run: build.Run, state: TrainState, split: str,
              keep_probabilities: bool = False) -> Scores:
   """Scores `state` on every real example of eval split `split` of `run`: in one call on
@@ -69,7 +84,12 @@ def evaluate(run: build.Run, state: TrainState, split: str,
   for batch in run.eval_batches(split):
     outputs.append(step(state, run.device_batch(batch)))
     batches.append({'label': batch['label'], 'mask': batch['mask']})
-  outputs = jax.device_get(outputs)  # after dispatching every batch: no wait in between
+  # After dispatching every batch: no wait in between. Sums are replicated; per-example
+  # outputs and labels are gathered from every process.
+  if keep_probabilities:
+    outputs, batches = whole_on_host(outputs), whole_on_host(batches)
+  else:
+    outputs = jax.device_get(outputs)
   scores = Scores(means(outputs))
   if keep_probabilities:
     scores.probabilities = np.concatenate(
@@ -116,20 +136,37 @@ def evaluate_saved(config: ml_collections.ConfigDict, workdir: str) -> dict:
   result = {'split': split, **members.record(scores.metrics, run.member_count),
             **(ensemble_metrics(scores.probabilities, scores.labels) if stacked else {}),
             **{key: summary[key] for key in ('macro_f1', 'best', 'worst')}}
-  with open(os.path.join(workdir, EVALUATION_JSON.format(split=split)), 'w') as file:
-    json.dump(result, file, indent=2)
+  atomic.write_text(os.path.join(workdir, EVALUATION_JSON.format(split=split)),
+                    json.dumps(result, indent=2))
   return result
 
 
+def predictions_table(ids: list[str], class_names, probabilities: np.ndarray) -> str:
+  """CSV text with a header: id, predicted (class name), probability (its softmax
+  probability), top5 (the five likeliest class names, likeliest first, space-separated)."""
+  order = np.argsort(-probabilities, axis=-1, kind='stable')[:, :5]
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator='\n')
+  writer.writerow(PREDICTION_COLUMNS)
+  for example_id, likeliest, row in zip(ids, order, probabilities):
+    writer.writerow([example_id, class_names[likeliest[0]], f'{row[likeliest[0]]:.6f}',
+                     ' '.join(class_names[index] for index in likeliest)])
+  return text.getvalue()
+
+
 def write_predictions(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """`<workdir>/predictions_<split>.txt`: `<file name> <predicted class>` per image."""
+  """`<workdir>/predictions_<split>.csv` (predictions_table) and `predictions_<split>.txt`
+  (`<id> <predicted class>` per line, the course server's format); returns the CSV's path.
+  The id is the example's file name where the source has one, else its index."""
   run = restore(config, workdir, 'predict')
   split = config.data.eval_split
   probabilities = evaluate(run, run.state, split, keep_probabilities=True).probabilities
-  predicted = (probabilities.mean(axis=0) if run.member_count > 1 else probabilities).argmax(-1)
+  probabilities = probabilities.mean(axis=0) if run.member_count > 1 else probabilities
   source = run.eval_sources[split]
-  path = os.path.join(workdir, PREDICTIONS_TXT.format(split=split))
-  with open(path, 'w') as file:
-    file.writelines(f'{source.name(index)} {run.class_names[label]}\n'
-                    for index, label in enumerate(predicted))
+  ids = [source.name(index) for index in range(len(source))]
+  path = os.path.join(workdir, PREDICTIONS_CSV.format(split=split))
+  atomic.write_text(path, predictions_table(ids, run.class_names, probabilities))
+  atomic.write_text(os.path.join(workdir, PREDICTIONS_TXT.format(split=split)), ''.join(
+      f'{example_id} {run.class_names[label]}\n'
+      for example_id, label in zip(ids, probabilities.argmax(-1))))
   return path

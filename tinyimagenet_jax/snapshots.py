@@ -11,6 +11,7 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from tinyimagenet_jax import atomic
 from tinyimagenet_jax.errors import DataError
 from tinyimagenet_jax.state import TrainState
 
@@ -31,9 +32,8 @@ def save_if_chosen(state: TrainState, epoch: int, chosen: tuple[int, ...], workd
   flat = flax.traverse_util.flatten_dict(variables, sep='/')
   path = snapshot_path(workdir, epoch)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'wb') as file:
+  with atomic.replaced_file(path) as temporary, open(temporary, 'wb') as file:
     np.savez(file, **{name: np.asarray(value) for name, value in flat.items()})
-  os.replace(path + '.tmp', path)
 
 
 def load_snapshot(workdir: str, epoch: int) -> dict:

@@ -9,7 +9,6 @@ stops the run with the step; SIGTERM/SIGINT save a checkpoint, then stop.
 from collections.abc import Callable, Iterator
 import contextlib
 import itertools
-import json
 import os
 import pathlib
 import shutil
@@ -23,26 +22,24 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from tinyimagenet_jax import atomic
 from tinyimagenet_jax import build
 from tinyimagenet_jax import checkpoint
 from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import members
 from tinyimagenet_jax import parallel
+from tinyimagenet_jax import progress as progress_lib
+from tinyimagenet_jax import resumption
 from tinyimagenet_jax import snapshots
 from tinyimagenet_jax import writers
 from tinyimagenet_jax.analysis import curves
-from tinyimagenet_jax.errors import ConfigError, NonFiniteLossError, TrainingInterrupted
+from tinyimagenet_jax.errors import NonFiniteLossError, TrainingInterrupted
 from tinyimagenet_jax.state import TrainState, step_of
 
 CURVES_PNG = 'curves.png'
 SCHEDULE_PNG = 'schedule.png'
 CONFIG_JSON = 'config.json'
-# Config keys that must match the checkpoint's for a resume to continue the same run.
-RESUME_KEYS = ('seed', 'model', 'data.name', 'data.root', 'data.classes', 'data.subset_classes',
-               'data.subset_split', 'data.subset_seed', 'data.validation_size', 'batch_size',
-               'steps_per_epoch', 'members.count', 'members.seeds', 'members.learning_rates',
-               'optimizer.freeze')
 
 
 def reached_target(history: list[dict], target: float | None) -> bool:
@@ -180,21 +177,44 @@ def train_epoch(
   return state, False
 
 
+class StopRequests:
+  """The signals that asked the run to save a checkpoint and stop, checked at call boundaries.
+
+  One process: SIGTERM (preemption on Colab, TPU VMs, batch schedulers) and SIGINT are
+  caught as they arrive. Several JAX processes: SIGTERM is left to JAX's preemption
+  service, which tells every process that one was signalled; `at(step)` asks it at every
+  call boundary, and it answers True at the same step everywhere, so all processes save
+  the same checkpoint and stop together (a signal caught by one process alone would
+  leave the others waiting for it in the next collective).
+  """
+
+  def __init__(self, synced: bool):
+    self.signals: list[int] = []
+    self.synced = synced
+
+  def catch(self, signum: int, frame) -> None:
+    del frame
+    self.signals.append(signum)
+
+  def at(self, step: int) -> bool:
+    """Whether to save and stop after global step `step` (every process asks every step)."""
+    if self.synced and not self.signals and multihost_utils.reached_preemption_sync_point(step):
+      self.signals.append(signal.SIGTERM)
+    return bool(self.signals)
+
+
 @contextlib.contextmanager
 def stop_requests():
-  """Turns SIGTERM and SIGINT into a list the loop checks after every step.
-
-  Preemption (Colab, TPU VMs, batch schedulers) sends SIGTERM; the loop then
-  saves a checkpoint and stops. Outside the main thread nothing is installed.
-  """
-  requested: list[int] = []
-  if threading.current_thread() is not threading.main_thread():
-    yield requested
+  """A StopRequests for the loop, with SIGTERM and SIGINT handlers installed for its
+  duration in a single-process run's main thread (nothing is installed elsewhere)."""
+  stops = StopRequests(synced=jax.process_count() > 1)
+  if stops.synced or threading.current_thread() is not threading.main_thread():
+    yield stops
     return
-  previous = {signum: signal.signal(signum, lambda signum, frame: requested.append(signum))
+  previous = {signum: signal.signal(signum, stops.catch)
               for signum in (signal.SIGTERM, signal.SIGINT)}
   try:
-    yield requested
+    yield stops
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
@@ -253,7 +273,7 @@ def summarize(record: dict) -> str:
   """One line per epoch for the terminal."""
   evals = ' | '.join(
       f"{name} loss {record[f'{name}_loss']:.4f} top-1 {record[f'{name}_top1']:.4f}"
-      for name in ('val', 'test') if f'{name}_loss' in record)
+      for name in writers.eval_names(record))
   return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
           f" error {record['train_error']:.4f} | {evals} |"
           f" {record['seconds']:.1f} s, {record['images_per_second']:.0f} img/s")
@@ -261,26 +281,7 @@ def summarize(record: dict) -> str:
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """The resolved config as `<workdir>/config.json`."""
-  with open(os.path.join(workdir, CONFIG_JSON), 'w') as file:
-    file.write(config.to_json_best_effort(indent=2) + '\n')
-
-
-def check_resumable(saved: dict, config: ml_collections.ConfigDict, workdir: str) -> None:
-  """ConfigError if `config` differs from the checkpoint's where resuming would mix runs."""
-  current, defaults = config.to_dict(), config_lib.base_config().to_dict()
-  for key in RESUME_KEYS:
-    section, _, field = key.rpartition('.')
-
-    def lookup(tree: dict, missing=None):
-      return (tree.get(section, {}) if section else tree).get(field, missing)
-
-    was = lookup(saved, lookup(defaults))  # keys added since the checkpoint: defaults
-    now = lookup(current)
-    if json.loads(json.dumps(was)) != json.loads(json.dumps(now)):
-      raise ConfigError(
-          f'config.{key}={now!r} differs from {was!r} in the checkpoint in {workdir}, so'
-          ' resuming would mix two runs; rerun with the old value, use another --workdir,'
-          ' or add --config.restart=True to start this one over.')
+  atomic.write_text(os.path.join(workdir, CONFIG_JSON), config.to_json_best_effort(indent=2) + '\n')
 
 
 def start_over(workdir: str) -> None:
@@ -341,14 +342,19 @@ def train_and_evaluate(
       multihost_utils.sync_global_devices('start over')
   checkpoints = checkpoint.Checkpoints(
       checkpoint.directory(workdir), config.max_checkpoints_to_keep,
-      config.keep_best_checkpoints, config.best_metric, config.best_mode)
-  saved_config = checkpoints.saved_config()
-  if saved_config is not None:
-    check_resumable(saved_config, config, workdir)
+      config.keep_best_checkpoints, config_lib.best_metric(config), config.best_mode)
+  stream = run.train_batches() if run.device is None else None
+  try:
+    restored = checkpoints.restore_latest(
+        state, stream, lambda saved: resumption.check_resumable(
+            saved, config, config_lib.base_config(), workdir))
+  except BaseException:
+    if stream is not None:
+      stream.close()
+    checkpoints.close()
+    raise
   if writes_files:
     _write_config(config, workdir)
-  stream = run.train_batches() if run.device is None else None
-  restored = checkpoints.restore_latest(state, stream)
   if restored is not None:
     state, progress = restored
     tqdm.tqdm.write(f'Resuming {workdir} from step {step_of(state)}'
@@ -381,18 +387,18 @@ def train_and_evaluate(
       tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s for'
                       f' {mesh.size} device(s), {calls.steps_per_call} step(s) a call, batches'
                       f' made on {where}.')
-    with stop_requests() as requested:
+    with stop_requests() as stops:
 
       def pause_after(step: int, is_last_step: bool) -> bool:
         every = config.checkpoint_every_steps
-        return bool(requested) or bool(every and step % every < calls.steps_per_call
+        return stops.at(step) or bool(every and step % every < calls.steps_per_call
                                        and not is_last_step)
 
       while not is_finished(history, config):
         epoch = len(history) + 1
-        bar = (tqdm.tqdm(total=steps_per_epoch, initial=len(progress.epoch_steps),
-                         desc=f'epoch {epoch}/{config.num_epochs}', unit='step',
-                         dynamic_ncols=True)
+        bar = (progress_lib.bar(total=steps_per_epoch, initial=len(progress.epoch_steps),
+                                desc=f'epoch {epoch}/{config.num_epochs}', unit='step',
+                                every_seconds=config.progress_seconds)
                if config.progress_bar else None)
         start = time.perf_counter() - progress.epoch_seconds
         first_step = (epoch - 1) * steps_per_epoch
@@ -405,8 +411,8 @@ def train_and_evaluate(
             break
           checkpoints.save(state, stream, progress, config)
           last_saved = first_step + len(progress.epoch_steps)
-          if requested:
-            raise TrainingInterrupted(requested[0], last_saved, workdir)
+          if stops.signals:
+            raise TrainingInterrupted(stops.signals[0], last_saved, workdir)
         if bar is not None:
           bar.close()
         writer.write_steps(first_step + 1, progress.epoch_steps)

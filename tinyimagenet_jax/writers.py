@@ -10,16 +10,11 @@ import json
 import os
 import sys
 
+from tinyimagenet_jax import atomic
+
 METRICS_JSONL = 'metrics.jsonl'
 METRICS_CSV = 'metrics.csv'
 STEPS_JSONL = 'steps.jsonl'
-
-
-def _write_atomically(path: str, text: str) -> None:
-  """Writes a sibling temporary file, then renames it over `path`."""
-  with open(path + '.tmp', 'w') as file:
-    file.write(text)
-  os.replace(path + '.tmp', path)
 
 
 MEMBERS_CSV = 'members.csv'
@@ -37,13 +32,13 @@ def history_as_csv(history: list[dict]) -> str:
 
 def write_history_files(workdir: str, history: list[dict]) -> None:
   """metrics.jsonl and metrics.csv holding exactly `history`."""
-  _write_atomically(os.path.join(workdir, METRICS_JSONL),
+  atomic.write_text(os.path.join(workdir, METRICS_JSONL),
                     ''.join(json.dumps(record) + '\n' for record in history))
-  _write_atomically(os.path.join(workdir, METRICS_CSV), history_as_csv(history))
+  atomic.write_text(os.path.join(workdir, METRICS_CSV), history_as_csv(history))
   if history and 'members' in history[0]:
     rows = [{'member': index, **member} for record in history
             for index, member in enumerate(record['members'])]
-    _write_atomically(os.path.join(workdir, MEMBERS_CSV), history_as_csv(rows))
+    atomic.write_text(os.path.join(workdir, MEMBERS_CSV), history_as_csv(rows))
 
 
 def import_tensorboardx():
@@ -67,12 +62,14 @@ class MetricWriter:
         os.path.join(workdir, 'tensorboard'))
 
   def write(self, history: list[dict]) -> None:
-    """Rewrites the history files; adds the newest epoch to TensorBoard."""
+    """Rewrites the history files; adds the newest epoch to TensorBoard, at its last step."""
     write_history_files(self._workdir, history)
     latest = history[-1]
     for key, value in latest.items():
-      if key != 'epoch' and isinstance(value, (int, float)):
-        self._tensorboard.add_scalar(key, value, latest['epoch'])
+      tag = epoch_tag(key)
+      if tag and isinstance(value, (int, float, list)):
+        for name, scalar in member_scalars(tag, value):
+          self._tensorboard.add_scalar(name, scalar, latest['step'])
     self._tensorboard.flush()
 
   def write_steps(self, first_step: int, step_metrics: list[dict]) -> None:
@@ -84,12 +81,33 @@ class MetricWriter:
     for record in records:
       for key, value in record.items():
         if key != 'step':
-          for name, scalar in member_scalars(key, value):
-            self._tensorboard.add_scalar(f'step/{name}', scalar, record['step'])
+          for name, scalar in member_scalars(STEP_TAGS.get(key, f'train/{key}'), value):
+            self._tensorboard.add_scalar(name, scalar, record['step'])
 
   def close(self) -> None:
     """Flushes and closes the TensorBoard event file."""
     self._tensorboard.close()
+
+
+# TensorBoard tags, grouped by split, every scalar on the global step: per step
+# train/loss, train/accuracy, train/grad_norm, optimizer/learning_rate, optimizer/momentum;
+# per epoch train/epoch_<metric>, <split>/<metric> for each evaluated split (val/top1,
+# test/loss, validation/top5, ...) and speed/.
+STEP_TAGS = {'learning_rate': 'optimizer/learning_rate', 'momentum': 'optimizer/momentum'}
+EPOCH_TAGS = {'seconds': 'speed/epoch_seconds', 'images_per_second': 'speed/images_per_second',
+              'grad_norm': 'train/epoch_grad_norm'}
+EPOCH_UNTAGGED = ('epoch', 'step', 'learning_rate', 'momentum',  # logged per step instead
+                  'members')  # members.csv holds each member's record
+
+
+def epoch_tag(key: str) -> str:
+  """The TensorBoard tag of an epoch record's `key` ('' for keys logged per step)."""
+  if key in EPOCH_UNTAGGED:
+    return ''
+  if key in EPOCH_TAGS:
+    return EPOCH_TAGS[key]
+  split, _, metric = key.partition('_')
+  return f'train/epoch_{metric}' if split == 'train' else f'{split}/{metric}'
 
 
 def member_scalars(key: str, value) -> list[tuple[str, float]]:
@@ -97,6 +115,12 @@ def member_scalars(key: str, value) -> list[tuple[str, float]]:
   if isinstance(value, list):
     return [(f'{key}/{index}', item) for index, item in enumerate(value)]
   return [(key, value)]
+
+
+def eval_names(record: dict) -> list[str]:
+  """The splits an epoch record holds evaluations of, in its order ('val', 'test',
+  'validation'...): each has `<split>_top1`."""
+  return [key[:-len('_top1')] for key in record if key.endswith('_top1')]
 
 
 def read_history(workdir: str) -> list[dict]:
@@ -117,5 +141,5 @@ def read_steps(workdir: str) -> list[dict]:
 def truncate_steps(workdir: str, last_step: int) -> None:
   """Drops per-step records after `last_step` (work lost in a crash)."""
   kept = [record for record in read_steps(workdir) if record['step'] <= last_step]
-  _write_atomically(os.path.join(workdir, STEPS_JSONL),
+  atomic.write_text(os.path.join(workdir, STEPS_JSONL),
                     ''.join(json.dumps(record) + '\n' for record in kept))

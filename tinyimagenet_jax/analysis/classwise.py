@@ -14,6 +14,7 @@ import os
 from matplotlib.figure import Figure
 import numpy as np
 
+from tinyimagenet_jax import atomic
 from tinyimagenet_jax.analysis import tables
 
 ANNOTATE_MAX_CLASSES = 20  # confusion cells show their counts up to this many classes
@@ -118,7 +119,7 @@ def plot_classwise_accuracy(series: dict[str, np.ndarray], class_names, path: st
   if title:
     axis.set_title(title)
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  atomic.save_figure(figure, path, dpi=100)
 
 
 def plot_confusion_matrix(confusion: np.ndarray, class_names, path: str, title: str = '') -> None:
@@ -134,7 +135,7 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names, path: str, title: 
   totals = confusion.sum(axis=1, keepdims=True)  # each true class's examples
   image = axis.imshow(confusion / np.maximum(totals, 1), cmap='Blues',
                       vmin=0, vmax=1, interpolation='nearest')
-  figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label='fraction of the true class')
+  figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label='colour: fraction of the true class (cells: counts)')
   if num_classes <= ANNOTATE_MAX_CLASSES:
     for (row, column), count in np.ndenumerate(confusion):
       axis.text(column, row, str(count), ha='center', va='center', fontsize=8,
@@ -151,7 +152,7 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names, path: str, title: 
   if title:
     axis.set_title(title)
   figure.tight_layout()
-  figure.savefig(path, dpi=150 if num_classes > ANNOTATE_MAX_CLASSES else 100)
+  atomic.save_figure(figure, path, dpi=150 if num_classes > ANNOTATE_MAX_CLASSES else 100)
 
 
 def write_classwise_report(labels: np.ndarray, probabilities: np.ndarray, class_names,

@@ -1,22 +1,38 @@
 """Training curves from a run's history, as one PNG."""
 
+from matplotlib import ticker
 from matplotlib.figure import Figure
 import numpy as np
 
-# (title, [(history key, legend label)])
-PANELS = (
-    ('error', [('train_error', 'train'), ('val_error', 'val'), ('test_error', 'test')]),
-    ('loss', [('train_loss', 'train'), ('val_loss', 'val'), ('test_loss', 'test')]),
-    ('seconds per epoch', [('seconds', 'train')]),
-)
+from tinyimagenet_jax import atomic
+from tinyimagenet_jax import writers
+
+# A y-axis label, with its unit, per metric (the part of a history key after the split).
+Y_LABELS = {'error': 'error (fraction of examples)', 'loss': 'cross-entropy loss',
+            'top1': 'top-1 accuracy (fraction)', 'top5': 'top-5 accuracy (fraction)',
+            'accuracy': 'accuracy (fraction)', 'seconds': 'seconds per epoch',
+            'learning_rate': 'learning rate', 'momentum': 'momentum',
+            'grad_norm': 'gradient norm (L2)'}
 
 
-def finish_epoch_axis(axis, title: str, legend_size: float | None = None) -> None:
-  """Title, an epoch x-axis, a light grid and a legend: every per-epoch panel alike."""
+def y_label(key: str) -> str:
+  """The y-axis label of history key `key` ('validation_top1' -> top-1 accuracy ...)."""
+  for metric, label in Y_LABELS.items():
+    if key == metric or key.endswith(f'_{metric}'):
+      return label
+  return key.replace('_', ' ')
+
+
+def finish_epoch_axis(axis, title: str, ylabel: str, legend_size: float | None = None) -> None:
+  """Title, labelled axes with whole epochs on x, a light grid and a legend: every
+  per-epoch panel alike."""
   axis.set_title(title)
   axis.set_xlabel('epoch')
+  axis.set_ylabel(ylabel)
+  axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
   axis.grid(alpha=0.3)
-  axis.legend(fontsize=legend_size)
+  if axis.get_legend_handles_labels()[0]:
+    axis.legend(fontsize=legend_size)
 
 
 def save(figure, path: str, title: str = '') -> None:
@@ -24,20 +40,30 @@ def save(figure, path: str, title: str = '') -> None:
   if title:
     figure.suptitle(title)
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  atomic.save_figure(figure, path, dpi=100)
+
+
+def history_panels(record: dict) -> list[tuple[str, list[tuple[str, str]]]]:
+  """(title, [(history key, legend label)]) per panel: error and loss of train and of each
+  split the record evaluates, each named as the split, then seconds per epoch."""
+  splits = ['train', *writers.eval_names(record)]
+  return [('error', [(f'{split}_error', split) for split in splits]),
+          ('loss', [(f'{split}_loss', split) for split in splits]),
+          ('time', [('seconds', 'train')])]
 
 
 def plot_history(history: list[dict], path: str, title: str = '') -> None:
   """Error, loss and time per epoch side by side; missing keys are skipped."""
   epochs = [record['epoch'] for record in history]
-  figure = Figure(figsize=(5 * len(PANELS), 3.6))
-  axes = figure.subplots(1, len(PANELS))
-  for axis, (name, series) in zip(axes, PANELS):
+  panels = history_panels(history[0])
+  figure = Figure(figsize=(5 * len(panels), 3.6))
+  axes = figure.subplots(1, len(panels))
+  for axis, (name, series) in zip(axes, panels):
     for key, label in series:
       if key in history[0]:
         axis.plot(epochs, [record[key] for record in history], marker='o', label=label)
     axis.set_ylim(bottom=0)
-    finish_epoch_axis(axis, name)
+    finish_epoch_axis(axis, name, y_label(series[0][0]))
   save(figure, path, title)
 
 
@@ -57,6 +83,8 @@ def plot_steps(steps: list[dict], path: str, title: str = '') -> None:
     axis.plot(numbers, [record[key] for record in steps], linewidth=1)
     axis.set_title(name)
     axis.set_xlabel('step')
+    axis.set_ylabel(y_label(key))
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
   save(figure, path, title)
 
@@ -78,7 +106,7 @@ def plot_runs(histories: dict[str, list[dict]], keys: tuple[str, ...], path: str
                 alpha=1.0 if bold else 0.5, label=name)
     if target is not None:
       axis.axhline(target, color='grey', linestyle='--', linewidth=1)
-    finish_epoch_axis(axis, key.replace('_', ' '), legend_size=7)
+    finish_epoch_axis(axis, key.replace('_', ' '), y_label(key), legend_size=7)
   save(figure, path, title)
 
 
@@ -97,5 +125,5 @@ def plot_mean_std(groups: dict[str, list[list[dict]]], keys: tuple[str, ...], pa
       x = np.arange(1, epochs + 1)
       axis.plot(x, mean, label=f'{name} ({len(histories)} seeds)')
       axis.fill_between(x, mean - std, mean + std, alpha=0.25)
-    finish_epoch_axis(axis, key.replace('_', ' '), legend_size=7)
+    finish_epoch_axis(axis, key.replace('_', ' '), y_label(key), legend_size=7)
   save(figure, path, title)

@@ -10,6 +10,8 @@ import itertools
 from matplotlib.figure import Figure
 import numpy as np
 
+from tinyimagenet_jax import atomic
+
 
 def ensemble_probabilities(member_probabilities: np.ndarray, members=None) -> np.ndarray:
   """(N, C) mean of the chosen members' (K, N, C) probabilities; all members by default."""
@@ -70,4 +72,4 @@ def plot_accuracy_by_ensemble_size(rows: list[dict], path: str, title: str = '')
   if title:
     axis.set_title(title)
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  atomic.save_figure(figure, path, dpi=100)

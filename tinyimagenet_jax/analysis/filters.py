@@ -10,8 +10,13 @@ import math
 
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
+
+from tinyimagenet_jax import atomic
 
 SEPARATOR = 0  # the separator's pixel value
+TITLE_PIXELS = 16  # the title's font size; its band is twice as high
 
 
 def normalise_filter(weights: np.ndarray) -> np.ndarray:
@@ -49,9 +54,23 @@ def filter_grid(kernel: np.ndarray, columns: int | None = None) -> np.ndarray:
 
 
 def write_filter_image(kernel: np.ndarray, path: str, scale: int = 8,
-                       columns: int | None = None) -> np.ndarray:
-  """Saves filter_grid(kernel) as a PNG enlarged `scale` times (nearest neighbour); returns it."""
+                       columns: int | None = None, title: str = '',
+                       min_width: int = 0) -> np.ndarray:
+  """Saves filter_grid(kernel) as a PNG enlarged `scale` times (nearest neighbour; more when
+  `min_width` pixels need it), under a band holding `title` if one is given; returns the
+  grid."""
   grid = filter_grid(kernel, columns)
-  image = Image.fromarray(grid)
-  image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST).save(path)
+  scale = max(scale, math.ceil(min_width / grid.shape[1]))
+  enlarged = Image.fromarray(grid).convert('RGB')
+  enlarged = enlarged.resize((enlarged.width * scale, enlarged.height * scale),
+                             Image.Resampling.NEAREST)
+  image = enlarged
+  if title:
+    font = ImageFont.load_default(size=TITLE_PIXELS)
+    image = Image.new('RGB', (enlarged.width, enlarged.height + 2 * TITLE_PIXELS), 'white')
+    ImageDraw.Draw(image).text((enlarged.width // 2, TITLE_PIXELS), title, fill='black',
+                               font=font, anchor='mm')
+    image.paste(enlarged, (0, 2 * TITLE_PIXELS))
+  with atomic.replaced_file(path) as temporary:
+    image.save(temporary, format='PNG')
   return grid

@@ -1,9 +1,12 @@
 """Tables as CSV (for programs) and Markdown (for reports), written side by side."""
 
 import csv
+import io
 import os
 
 import numpy as np
+
+from tinyimagenet_jax import atomic
 
 
 def table_columns(rows: list[dict]) -> list[str]:
@@ -50,10 +53,10 @@ def write_table(rows: list[dict], path_without_suffix: str, columns: list[str] |
   columns = table_columns(rows) if columns is None else list(columns)
   csv_path, md_path = path_without_suffix + '.csv', path_without_suffix + '.md'
   os.makedirs(os.path.dirname(csv_path) or '.', exist_ok=True)
-  with open(csv_path, 'w', newline='') as file:
-    writer = csv.writer(file, lineterminator='\n')
-    writer.writerow(columns)
-    writer.writerows([cell_text(row.get(column)) for column in columns] for row in rows)
-  with open(md_path, 'w') as file:
-    file.write(markdown_table(rows, columns, float_format))
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator='\n')
+  writer.writerow(columns)
+  writer.writerows([cell_text(row.get(column)) for column in columns] for row in rows)
+  atomic.write_text(csv_path, text.getvalue())
+  atomic.write_text(md_path, markdown_table(rows, columns, float_format))
   return csv_path, md_path

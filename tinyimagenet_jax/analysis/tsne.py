@@ -22,6 +22,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 import numpy as np
 
+from tinyimagenet_jax import atomic
+
 PCA_DIMS = 50
 SEARCH_STEPS = 100  # binary-search halvings of the bandwidth; converged long before
 EXAGGERATION = 4.0
@@ -146,6 +148,12 @@ def class_colours(num_classes: int) -> np.ndarray:
   return colormaps['turbo'](np.linspace(0, 1, num_classes))
 
 
+def marker_size(points: int) -> float:
+  """Marker area (pt^2) for a scatter of `points`: large for a few hundred points, down to
+  4 for tens of thousands, so the classes' clusters read at a glance either way."""
+  return float(np.clip(20_000 / max(points, 1), 4, 30))
+
+
 def write_tsne_figure(embedding: np.ndarray, labels: np.ndarray, class_names, path: str,
                       title: str = '') -> None:
   """A scatter of the 2-D embedding, one colour per class, with a legend of class names."""
@@ -154,9 +162,10 @@ def write_tsne_figure(embedding: np.ndarray, labels: np.ndarray, class_names, pa
   legend_columns = -(-len(class_names) // 25)
   figure = Figure(figsize=(7 + 1.6 * legend_columns, 6.5))
   axis = figure.subplots()
+  size = marker_size(len(labels))
   for index, name in enumerate(class_names):
     chosen = labels == index
-    axis.scatter(embedding[chosen, 0], embedding[chosen, 1], s=6, color=colours[index],
+    axis.scatter(embedding[chosen, 0], embedding[chosen, 1], s=size, color=colours[index],
                  label=name, alpha=0.8, linewidths=0)
   axis.set_xticks([])
   axis.set_yticks([])
@@ -165,4 +174,4 @@ def write_tsne_figure(embedding: np.ndarray, labels: np.ndarray, class_names, pa
   if title:
     axis.set_title(title)
   figure.tight_layout()
-  figure.savefig(path, dpi=100)
+  atomic.save_figure(figure, path, dpi=100)

@@ -2,10 +2,10 @@
 
 from collections.abc import Callable
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from tinyimagenet_jax import cli
 from tinyimagenet_jax import tuning
 from tinyimagenet_jax.bench import (common, device_input, io, members, memory,
                                     pipeline_vs_tfdata, plan, scaling, time_to_result, train_step)
@@ -37,8 +37,7 @@ _JSON = flags.DEFINE_string('json', '', 'Also write the rows to this JSON file.'
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.parse_flags refused positional arguments
   tuning.apply()  # before anything starts JAX's backends
   args = common.Args(config=_CONFIG.value, batches=_BATCHES.value, warmup=_WARMUP.value,
                      repeats=_REPEATS.value, models=tuple(_MODELS.value))
@@ -49,4 +48,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -26,8 +26,8 @@ import pathlib
 from absl import logging
 import grain
 import numpy as np
-import tqdm
 
+from tinyimagenet_jax import progress
 from tinyimagenet_jax.errors import DataError
 
 DEFAULT_CACHE_DIR = '~/.cache/tinyimagenet_jax/decoded'
@@ -92,8 +92,8 @@ def decode_all(source: Sequence, images_path: pathlib.Path, labels_path: pathlib
   labels = np.empty(len(source), np.int64)
   records = grain.MapDataset.source(source).to_iter_dataset(
       grain.ReadOptions(num_threads=BUILD_THREADS))
-  for index, record in enumerate(tqdm.tqdm(records, total=len(source), unit='img',
-                                            desc=f'Decoding once into {images_path.name}')):
+  for index, record in enumerate(progress.bar(records, total=len(source), unit='img',
+                                              desc=f'Decoding once into {images_path.name}')):
     if record['image'].shape != shape:
       partial_images.unlink()
       raise DataError(

@@ -10,8 +10,8 @@ code path training uses.
 """
 
 import functools
+import os
 
-from absl import app
 from absl import flags
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -19,7 +19,10 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from tinyimagenet_jax import atomic
+from tinyimagenet_jax import cli
 from tinyimagenet_jax.data import transforms
+from tinyimagenet_jax.errors import DataError
 
 DRAWS = 4  # random draws shown per random op
 PANEL_INCHES = 2.0
@@ -83,7 +86,7 @@ def preview_grid(image: np.ndarray, seed: int = 0) -> Figure:
 def write_preview(image: np.ndarray, path: str, seed: int = 0) -> Figure:
   """Writes preview_grid(image, seed) as a PNG at `path` and returns the figure."""
   figure = preview_grid(image, seed)
-  figure.savefig(path)
+  atomic.save_figure(figure, path)
   return figure
 
 
@@ -104,13 +107,28 @@ _SIZE = flags.DEFINE_integer(
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random draws.')
 
 
+def check_paths(image: str, out: str) -> None:
+  """DataError, one line, unless `image` is a file and `out`'s folder exists."""
+  if not os.path.isfile(image):
+    raise DataError(f'--image={image} is not a file; give the image to preview.')
+  folder = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(folder):
+    raise DataError(f'--out={out}: its folder {folder} does not exist; create it first.')
+
+
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  write_preview(load_image(_IMAGE.value, _SIZE.value), _OUT.value, _SEED.value)
+  del argv  # cli.parse_flags refused positional arguments
+  check_paths(_IMAGE.value, _OUT.value)
+  try:
+    image = load_image(_IMAGE.value, _SIZE.value)
+  except (OSError, SyntaxError, ValueError) as error:  # what PIL raises for a non-image
+    raise DataError(f'--image={_IMAGE.value} cannot be read as an image'
+                    f' ({type(error).__name__}); give a JPEG, PNG or other file PIL reads.'
+                    ) from error
+  write_preview(image, _OUT.value, _SEED.value)
   print(f'Wrote {_OUT.value}')
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['image', 'out'])
-  app.run(main)
+  cli.run(main)

@@ -195,6 +195,10 @@ def image_folder(root: str, split: str, skip_corrupt: bool = False) -> ImageFold
   With `skip_corrupt`, every file is checked once here and the unreadable ones
   are dropped, logged and listed in the source's `skipped`.
   """
+  if not root or not pathlib.Path(root).expanduser().is_dir():
+    raise DataError(
+        f'config.data.root={root!r} is not a folder; set --config.data.root to the folder'
+        ' holding <split>/<class>/*.jpg.')
   split_dir = pathlib.Path(root).expanduser() / split
   if not split_dir.is_dir():
     raise DataError(
@@ -488,10 +492,13 @@ def keep_classes(source: Sequence, names: Sequence[str], dataset: str) -> Sequen
   return SubsetSource(source, indices, relabel, tuple(names))
 
 
-def load(data: ml_collections.ConfigDict, split: str) -> Sequence:
+def load(data: ml_collections.ConfigDict, split: str,
+         check: Callable[[Sequence], None] = lambda source: None) -> Sequence:
   """The source named by `data.name` for one split, read from its decoded cache if
-  `data.decoded_cache`, reduced to `data.classes` if given."""
+  `data.decoded_cache`, reduced to `data.classes` if given. `check(source)` sees the
+  split as listed and reduced, before any image is decoded into the cache."""
   source = SOURCES[data.name](data, split)
+  check(keep_classes(source, data.classes, data.name))
   if data.decoded_cache:
     source = decoded_cache.decoded(source, data.cache_dir)
   return keep_classes(source, data.classes, data.name)
@@ -544,18 +551,35 @@ class Splits:
     return self.train.class_names
 
 
-def load_splits(data: ml_collections.ConfigDict, seed: int) -> Splits:
-  """Train and eval sources from `data`; 'val' is carved from train if asked.
+def check_batch_fits(batch_size: int, num_examples: int) -> None:
+  """ConfigError unless one batch of `batch_size` fits in `num_examples` training examples."""
+  if batch_size > num_examples:
+    raise ConfigError(
+        f'config.batch_size={batch_size} is larger than the'
+        f' {num_examples} training examples; use a smaller batch.')
+
+
+def training_count(data: ml_collections.ConfigDict, num_examples: int) -> int:
+  """The training examples left of `num_examples` once the validation split is carved."""
+  return num_examples - (validation_count(data.validation_size, num_examples)
+                         if data.validation_size else 0)
+
+
+def load_splits(data: ml_collections.ConfigDict, seed: int, batch_size: int = 0) -> Splits:
+  """Train and eval sources from `data`, the eval sources named by their split: 'val' carved
+  from train if asked, and `data.eval_split` (metrics are then `val_top1`,
+  `validation_top1`, `test_top1`...: the split they were computed on).
 
   The eval split is opened first, so a wrong one (such as the unlabelled full
   Tiny ImageNet 'test') fails before the training data is prepared or checked.
   """
   test = load(data, data.eval_split)
-  train = load(data, data.train_split)
+  train = load(data, data.train_split, lambda source: check_batch_fits(
+      batch_size, training_count(data, len(source))))
   evals = {}
   if data.validation_size:
     train, evals['val'] = split_off_validation(train, data.validation_size, seed)
-  evals['test'] = test
+  evals[data.eval_split] = test
   return Splits(train, evals)
 
 

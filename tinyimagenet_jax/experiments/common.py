@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import tqdm
 
+from tinyimagenet_jax import atomic
 from tinyimagenet_jax import build
 from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import members
@@ -36,11 +37,14 @@ def variant(config: ml_collections.ConfigDict, *sections: dict,
   return copy
 
 
-def train_runs(runs: dict[str, ml_collections.ConfigDict], workdir: str) -> dict[str, list]:
-  """Trains (or resumes, or just reads) every run; returns each run's history."""
+def train_runs(runs: dict[str, ml_collections.ConfigDict], workdir: str, first: int = 0,
+               total: int = 0) -> dict[str, list]:
+  """Trains (or resumes, or just reads) every run; returns each run's history. Runs are
+  announced as `[run <first + i + 1>/<total or len(runs)>]` (an experiment that trains its
+  runs a few at a time numbers them across the whole)."""
   histories = {}
   for index, (name, config) in enumerate(runs.items()):
-    tqdm.tqdm.write(f'[run {index + 1}/{len(runs)}] {name}')
+    tqdm.tqdm.write(f'[run {first + index + 1}/{total or len(runs)}] {name}')
     _, histories[name] = train.train_and_evaluate(config, run_dir(workdir, name))
   return histories
 
@@ -130,9 +134,7 @@ def write_summary(summary: dict, lines: list[str], workdir: str) -> list[str]:
   """An experiment's headline numbers: summary.json (all of `summary`) and
   summary.md (the Markdown `lines`)."""
   json_path, md_path = os.path.join(workdir, 'summary.json'), os.path.join(workdir, 'summary.md')
-  with open(json_path, 'w') as file:
-    json.dump(summary, file, indent=2)
-  with open(md_path, 'w') as file:
-    file.write('\n'.join(lines) + '\n')
+  atomic.write_text(json_path, json.dumps(summary, indent=2))
+  atomic.write_text(md_path, '\n'.join(lines) + '\n')
   return [json_path, md_path]
 

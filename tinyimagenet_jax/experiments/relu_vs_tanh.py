@@ -50,10 +50,13 @@ def sweep_activation(config: ml_collections.ConfigDict, activation: str, workdir
   """The histories of one activation's candidate runs, by run name."""
   base = activation_config(config, activation)
   histories, cap = {}, config.num_epochs
-  for rate in config.sweep[activation]:
+  before = ACTIVATIONS[:ACTIVATIONS.index(activation)]
+  first = sum(len(config.sweep[other]) for other in before)
+  total = sum(len(config.sweep[other]) for other in ACTIVATIONS)
+  for index, rate in enumerate(config.sweep[activation]):
     name = run_name(activation, rate)
     run = common.variant(base, **{'optimizer.learning_rate': rate, 'num_epochs': cap})
-    histories.update(common.train_runs({name: run}, workdir))
+    histories.update(common.train_runs({name: run}, workdir, first + index, total))
     reached = common.first_epoch_at_or_below(histories[name], 'train_error',
                                              config.target_train_error)
     if config.sweep.prune and reached is not None:
@@ -88,8 +91,8 @@ def summarize(rows: list[dict], target: float) -> dict:
   ratio = epochs['tanh'] / epochs['relu'] if all(epochs.values()) else None
   return {'target_train_error': target,
           'chosen': {a: {key: chosen[a][key] for key in
-                         ('run', 'learning_rate', 'epochs_to_target', 'final_train_error',
-                          'seconds_per_epoch')} for a in ACTIVATIONS},
+                         ('run', 'learning_rate', 'epochs_run', 'epochs_to_target',
+                          'final_train_error', 'seconds_per_epoch')} for a in ACTIVATIONS},
           'epochs_ratio_tanh_over_relu': ratio,
           'relu_reached_target_first': (ratio > 1) if ratio is not None else None}
 
@@ -99,8 +102,10 @@ def summary_lines(summary: dict) -> list[str]:
   ratio = summary['epochs_ratio_tanh_over_relu']
   lines = [f"# ReLU vs tanh: epochs to {summary['target_train_error']:.0%} training error", '']
   for activation, chosen in summary['chosen'].items():
-    lines.append(f"- {activation}: learning rate {chosen['learning_rate']:g},"
-                 f" {chosen['epochs_to_target'] or 'not reached'} epochs,"
+    reached = (f"reached the target in {chosen['epochs_to_target']} epochs"
+               if chosen['epochs_to_target'] else
+               f"did not reach the target in {chosen['epochs_run']} epochs")
+    lines.append(f"- {activation}: learning rate {chosen['learning_rate']:g} {reached},"
                  f" {chosen['seconds_per_epoch']:.1f} s per epoch")
   lines.append(f'- epochs ratio tanh/ReLU: {ratio:.2f}' if ratio is not None else
                '- epochs ratio tanh/ReLU: not defined (a chosen run missed the target)')

@@ -37,6 +37,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax import evaluation
 from tinyimagenet_jax.analysis import classwise, ensembles, filters, tables
 from tinyimagenet_jax.errors import ConfigError
@@ -45,8 +46,8 @@ from tinyimagenet_jax.experiments import common
 OPTIONS = ('models', 'member_model', 'member_epochs', 'seeds', 'learning_rates',
            'predict_split')
 MEMBERS = 'members'  # the member runs' name
-CURVE_KEYS = ('train_accuracy', 'test_top1')
 CLASSWISE = 'classwise'
+FILTERS_MIN_WIDTH = 480  # pixels: each filter weight a visible square
 CLASSWISE_FILES = ('_classes.csv', '_classes.md', '_confusion.csv', '_accuracy.png',
                    '_confusion.png')
 
@@ -103,11 +104,11 @@ def class_words(source) -> tuple[str, ...]:
 
 def model_row(name: str, run: ml_collections.ConfigDict, history: list[dict]) -> dict:
   """One model's line: final and best top-1 on the eval split, final train accuracy."""
-  last = history[-1]
+  last, top1 = history[-1], config_lib.eval_metric(run, 'top1')
   return {'model': name, 'parameters': common.parameter_count(run), 'epochs_run': len(history),
           'eval_split': run.data.eval_split, 'final_train_accuracy': last['train_accuracy'],
-          'final_top1': last['test_top1'], 'final_top5': last['test_top5'],
-          'best_top1': max(record['test_top1'] for record in history),
+          'final_top1': last[top1], 'final_top5': last[config_lib.eval_metric(run, 'top5')],
+          'best_top1': max(record[top1] for record in history),
           'seconds_per_epoch': float(np.mean([record['seconds'] for record in history]))}
 
 
@@ -128,7 +129,11 @@ def best_model_reports(run: ml_collections.ConfigDict, run_dir: str, workdir: st
                                             class_words(source), workdir, CLASSWISE)
   files = [os.path.join(workdir, CLASSWISE + suffix) for suffix in CLASSWISE_FILES]
   files.append(os.path.join(workdir, 'filters.png'))
-  filters.write_filter_image(first_conv_kernel(restored.state.params), files[-1])
+  kernel = first_conv_kernel(restored.state.params)
+  height, width, _, count = kernel.shape
+  filters.write_filter_image(
+      kernel, files[-1], min_width=FILTERS_MIN_WIDTH,
+      title=f'{run.model.name}: its {count} first-layer filters ({height}x{width})')
   return report, files
 
 
@@ -146,7 +151,7 @@ def member_rows(config: ml_collections.ConfigDict, runs: dict, histories: list[l
   of its own probabilities (the same number, recomputed)."""
   (name,) = runs
   return [{'member': index, 'run': name, 'seed': seed, 'learning_rate': rate,
-           'final_top1': histories[index][-1]['test_top1'],
+           'final_top1': histories[index][-1][config_lib.eval_metric(config, 'top1')],
            'accuracy': ensembles.accuracy(probabilities[index], labels)}
           for index, (seed, rate) in enumerate(zip(config.ensembles.seeds,
                                                    config.ensembles.learning_rates))]
@@ -191,7 +196,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   histories = common.train_runs(models, workdir)
   rows = [model_row(name, models[name], history) for name, history in histories.items()]
   files = common.write_comparison(
-      rows, histories, os.path.join(workdir, 'models'), CURVE_KEYS,
+      rows, histories, os.path.join(workdir, 'models'),
+      ('train_accuracy', config_lib.eval_metric(config, 'top1')),
       f'{config.data.name}: train accuracy and {config.data.eval_split} top-1')
 
   best = max(rows, key=lambda row: row['final_top1'])['model']

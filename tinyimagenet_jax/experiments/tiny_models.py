@@ -35,6 +35,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import optim
 from tinyimagenet_jax import snapshots
@@ -138,7 +139,8 @@ def run_row(name: str, run: ml_collections.ConfigDict, history: list[dict]) -> d
           'parameters': common.parameter_count(run), 'freeze': ' '.join(run.optimizer.freeze),
           'epochs_run': len(history), 'best_val_epoch': best['epoch'],
           'best_val_top1': best['val_top1'], 'best_val_top5': best['val_top5'],
-          'test_top1': best['test_top1'], 'final_train_accuracy': last['train_accuracy'],
+          f'{run.data.eval_split}_top1': best[config_lib.eval_metric(run, 'top1')],
+          'final_train_accuracy': last['train_accuracy'],
           'final_val_top1': last['val_top1'],
           'seconds_per_epoch': float(np.mean([record['seconds'] for record in history]))}
 

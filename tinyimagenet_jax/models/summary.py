@@ -8,10 +8,8 @@ the flags are defined and read only when this file runs as a program.
 """
 
 import math
-import sys
 from typing import NamedTuple
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 from flax import traverse_util
@@ -19,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
+from tinyimagenet_jax import cli
 from tinyimagenet_jax import models
-from tinyimagenet_jax.errors import UserError
 
 
 class Layer(NamedTuple):
@@ -82,15 +80,10 @@ def format_table(rows: list[Layer]) -> str:
 
 def main(argv: list[str]) -> None:
   """Prints the layer table of the config's model; a config mistake is one line, status 2."""
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # cli.parse_flags refused positional arguments
   config, size, channels = flags.FLAGS.config, flags.FLAGS.image_size, flags.FLAGS.channels
-  try:
-    model = models.build_model(config.model, flags.FLAGS.num_classes)
-    rows = layer_table(model, (size, size, channels))
-  except UserError as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+  model = models.build_model(config.model, flags.FLAGS.num_classes)
+  rows = layer_table(model, (size, size, channels))
   print(f'Model {config.model.name!r} on {size}x{size}x{channels} input,'
         f' {flags.FLAGS.num_classes} classes')
   print(format_table(rows))
@@ -103,4 +96,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('channels', 3, 'Input channels.')
   flags.DEFINE_integer('num_classes', 200, 'Output classes.')
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(main)

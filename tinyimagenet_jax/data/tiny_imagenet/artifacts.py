@@ -17,19 +17,24 @@ import math
 import pathlib
 
 import numpy as np
-import tqdm
 
+from tinyimagenet_jax import atomic
+from tinyimagenet_jax import progress as progress_lib
 from tinyimagenet_jax.data.tiny_imagenet import archive as archive_lib
 from tinyimagenet_jax.data.tiny_imagenet import examples
 from tinyimagenet_jax.data.tiny_imagenet import selection
 from tinyimagenet_jax.data.tiny_imagenet.problems import Problems
 from tinyimagenet_jax.data.tiny_imagenet.tiny_imagenet_dataset_builder import TinyImagenetConfig
+from tinyimagenet_jax.errors import ConfigError
 
 MANIFESTS = {'train': 'train_manifest.csv', 'validation': 'val_manifest.csv',
              'test': 'test_manifest.csv'}
 COLUMNS = ('split', 'relative_path', 'class_name', 'class_id', 'bbox_x1', 'bbox_y1',
            'bbox_x2', 'bbox_y2', 'words')
-ALEXNET = {'resize_shorter': 256, 'crop_size': 224}  # the report's AlexNet preprocessing
+# The report's AlexNet preprocessing, for a model that wants it: the statistics are not of it.
+ALEXNET = {'resize_shorter': 256, 'crop_size': 224}
+STATISTICS_OF = ('the training images as stored (64x64 RGB), pixels / 255, before any resize'
+                 ' or crop')
 
 
 @dataclasses.dataclass
@@ -79,28 +84,40 @@ def write_manifest(path: pathlib.Path, rows: list[dict]) -> None:
 
 def write_artifacts(archive_path: str, out_dir: str, config: TinyImagenetConfig,
                     skip_corrupt: bool = False, progress: bool = True) -> dict[str, int]:
-  """Writes the artifacts of `config` into `out_dir`; returns the images per split."""
+  """Writes the artifacts of `config` into `out_dir`; returns the images per split.
+
+  They are written into a temporary folder that replaces `out_dir` only when all are
+  written: a failure leaves an earlier export in `out_dir` as it was.
+  """
+  out = pathlib.Path(out_dir).expanduser()
+  if out.exists() and not out.is_dir():
+    raise ConfigError(f'--out={out_dir} is a file; give a folder to write the artifacts into.')
   tree = archive_lib.open_archive(archive_path)
   problems = Problems(tree.location, skip_corrupt)
   plan = selection.make_plan(tree, config.num_classes, config.split_sizes, config.seed,
                              problems)
-  out = pathlib.Path(out_dir).expanduser()
-  out.mkdir(parents=True, exist_ok=True)
   sums, counts = PixelSums(), {}
-  for split in selection.SPLITS:
-    rows = []
-    images = examples.read_images(tree, plan.splits[split], problems)
-    desc = 'train images, pixel statistics' if split == 'train' else f'{split} images'
-    for entry, pixels in tqdm.tqdm(images, desc=desc, total=len(plan.splits[split]),
-                                   disable=not progress):
-      rows.append(manifest_row(split, plan, entry))
-      if split == 'train':
-        sums.add(pixels)
-    write_manifest(out / MANIFESTS[split], rows)
-    counts[split] = len(rows)
-  (out / 'classes.txt').write_text(''.join(w + '\n' for w in plan.wnids))
-  (out / 'labels.json').write_text(json.dumps(plan.labels, indent=1) + '\n')
-  stats = {**sums.stats(), **ALEXNET, 'num_images': counts['train'],
-           'num_skipped': len(problems.skipped), 'skipped': problems.skipped}
-  (out / 'dataset_stats.json').write_text(json.dumps(stats, indent=1) + '\n')
+  with atomic.replaced_folder(out) as folder:
+    for split in selection.SPLITS:
+      rows = []
+      images = examples.read_images(tree, plan.splits[split], problems)
+      desc = 'train images, pixel statistics' if split == 'train' else f'{split} images'
+      for entry, pixels in progress_lib.bar(images, desc=desc, total=len(plan.splits[split]),
+                                            disable=not progress):
+        rows.append(manifest_row(split, plan, entry))
+        if split == 'train':
+          sums.add(pixels)
+      write_manifest(folder / MANIFESTS[split], rows)
+      counts[split] = len(rows)
+    (folder / 'classes.txt').write_text(''.join(w + '\n' for w in plan.wnids))
+    (folder / 'labels.json').write_text(json.dumps(plan.labels, indent=1) + '\n')
+    stats = {'statistics_of': STATISTICS_OF, **sums.stats(), 'num_images': counts['train'],
+             'alexnet_preprocessing': ALEXNET,
+             'num_skipped': len(problems.skipped), 'skipped': problems.skipped}
+    (folder / 'dataset_stats.json').write_text(json.dumps(stats, indent=1) + '\n')
   return counts
+
+
+def read_stats(out_dir: str) -> dict:
+  """An export's dataset_stats.json."""
+  return json.loads((pathlib.Path(out_dir).expanduser() / 'dataset_stats.json').read_text())

@@ -10,14 +10,12 @@ folder. See `artifacts` for the files written. Mistakes a user can fix print
 one line and exit with status 2.
 """
 
-import sys
-
 from absl import app
 from absl import flags
 
+from tinyimagenet_jax import cli
 from tinyimagenet_jax.data.tiny_imagenet import artifacts
 from tinyimagenet_jax.data.tiny_imagenet import tiny_imagenet_dataset_builder as builder_lib
-from tinyimagenet_jax.errors import UserError
 
 _ARCHIVE = flags.DEFINE_string(
     'archive', None, 'tiny-imagenet-200.zip, a .tar.gz/.tgz of it, or its extracted folder.')
@@ -50,18 +48,17 @@ def chosen_config() -> builder_lib.TinyImagenetConfig:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    config = chosen_config()
-    counts = artifacts.write_artifacts(_ARCHIVE.value, _OUT.value, config, _SKIP_CORRUPT.value)
-  except UserError as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+  del argv  # cli.parse_flags refused positional arguments
+  config = chosen_config()
+  counts = artifacts.write_artifacts(_ARCHIVE.value, _OUT.value, config, _SKIP_CORRUPT.value)
   print(f'Wrote the {config.name} artifacts to {_OUT.value}: '
         + ', '.join(f'{split} {count:,}' for split, count in counts.items()) + ' images.')
+  if _SKIP_CORRUPT.value:
+    skipped = artifacts.read_stats(_OUT.value)['num_skipped']
+    print(f'Skipped {skipped} unreadable image(s) or annotation line(s); each is listed'
+          f' under "skipped" in {_OUT.value}/dataset_stats.json.')
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['archive', 'out'])
-  app.run(main)
+  cli.run(main)
