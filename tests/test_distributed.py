@@ -29,7 +29,7 @@ from helpers import REPO
 
 PROCESSES = 2
 
-TRAIN_AS_ONE_OF_TWO = '''
+ONE_OF_TWO = '''
 import json, sys
 import jax
 
@@ -39,13 +39,16 @@ if __name__ == '__main__':
                              process_id=int(sys.argv[2]), heartbeat_timeout_seconds=600)
   from absl import flags
   flags.FLAGS.mark_as_parsed()
-  from tinyimagenet_jax import config as config_lib, train
+  from tinyimagenet_jax import config as config_lib, evaluation, train
   assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 4, 2)
   config = config_lib.base_config()
   config.update_from_flattened_dict(json.loads(sys.argv[3]))
-  train.train_and_evaluate(config, sys.argv[4])
+  WORK
   jax.distributed.shutdown()
 '''
+# One process of two with two simulated CPU devices each: argv is the coordinator's
+# address, the process id, the flattened config and the workdir.
+TRAIN_AS_ONE_OF_TWO = ONE_OF_TWO.replace('WORK', 'train.train_and_evaluate(config, sys.argv[4])')
 
 
 def free_port() -> int:
@@ -188,22 +191,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   assert drop(writers.read_history(str(cut))) == drop(writers.read_history(str(whole)))
 
 
-EVALUATE_AS_ONE_OF_TWO = '''
-import json, sys
-import jax
-
-if __name__ == '__main__':
-  jax.config.update('jax_num_cpu_devices', 2)
-  jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
-                             process_id=int(sys.argv[2]), heartbeat_timeout_seconds=600)
-  from absl import flags
-  flags.FLAGS.mark_as_parsed()
-  from tinyimagenet_jax import config as config_lib, evaluation
-  config = config_lib.base_config()
-  config.update_from_flattened_dict(json.loads(sys.argv[3]))
-  print('RESULT ' + json.dumps(evaluation.evaluate_saved(config, sys.argv[4])))
-  jax.distributed.shutdown()
-'''
+EVALUATE_AS_ONE_OF_TWO = ONE_OF_TWO.replace(
+    'WORK', "print('RESULT ' + json.dumps(evaluation.evaluate_saved(config, sys.argv[4])))")
 
 
 def test_evaluate_mode_on_two_processes_gives_the_one_process_numbers(digits_run, digits_config,
