@@ -19,6 +19,9 @@ SMALL_RESNET = {'stage_sizes': (1, 1), 'widths': (8, 16)}
 # two-stage ResNet (its second stage's first block has the strided projection).
 EQUIVALENCE = {'conv4': (32, 10, {}), 'lenet5': (32, 100, {}), 'resnet18': (16, 20, SMALL_RESNET)}
 
+TORCH_TWIN = ('the PyTorch twins of the benchmarked models need torch (a CPU build: pip install'
+              ' torch --index-url https://download.pytorch.org/whl/cpu), as .ci/run installs')
+
 
 @functools.cache
 def flax_reference(name: str):
@@ -54,7 +57,7 @@ def assert_close(ours: np.ndarray, reference: np.ndarray) -> None:
 
 @pytest.mark.parametrize('name, image_size, num_classes', BENCHMARKED)
 def test_torch_twin_has_the_flax_parameter_count(name, image_size, num_classes):
-  pytest.importorskip('torch')
+  pytest.importorskip('torch', reason=TORCH_TWIN)
   from tinyimagenet_jax.bench import torch_models
   twin = torch_models.MODELS[name](num_classes, image_size)
   assert torch_models.parameter_count(twin) == flax_parameter_count(name, image_size, num_classes)
@@ -69,7 +72,7 @@ def test_keras_twin_has_the_flax_parameter_count(name, image_size, num_classes):
 
 @pytest.mark.parametrize('name', EQUIVALENCE)
 def test_torch_twin_with_flax_weights_gives_flax_logits(name):
-  torch = pytest.importorskip('torch')
+  torch = pytest.importorskip('torch', reason=TORCH_TWIN)
   from tinyimagenet_jax.bench import torch_models
   variables, images, logits = flax_reference(name)
   image_size, num_classes, options = EQUIVALENCE[name]
