@@ -497,11 +497,14 @@ def load(data: ml_collections.ConfigDict, split: str,
   """The source named by `data.name` for one split, read from its decoded cache if
   `data.decoded_cache`, reduced to `data.classes` if given. `check(source)` sees the
   split as listed and reduced, before any image is decoded into the cache."""
-  source = SOURCES[data.name](data, split)
-  check(keep_classes(source, data.classes, data.name))
-  if data.decoded_cache:
-    source = decoded_cache.decoded(source, data.cache_dir)
-  return keep_classes(source, data.classes, data.name)
+  listed = SOURCES[data.name](data, split)
+  kept = keep_classes(listed, data.classes, data.name)
+  check(kept)
+  if not data.decoded_cache:
+    return kept
+  cached = decoded_cache.decoded(listed, data.cache_dir)
+  # The class subset's indices are the listing's: the same view over the cached pixels.
+  return dataclasses.replace(kept, parent=cached) if kept is not listed else cached
 
 
 def load_for_prediction(data: ml_collections.ConfigDict, split: str) -> Sequence:
