@@ -86,6 +86,20 @@ def test_device_evaluation_matches_the_host_evaluator(digits_config, tmp_path):
   assert on_host.metrics['count'] == 360
 
 
+@pytest.mark.parametrize('placement', ['host', 'device'])
+def test_evaluation_does_not_depend_on_the_eval_batch_size(digits_run, digits_config, placement):
+  """The 360 test digits in batches of 96 (one padded) and of 72 (none padded): the same
+  scores to the last bit, as the loss is summed exactly over the examples."""
+  scores = []
+  for eval_batch_size in (96, 72):
+    digits_config.eval_batch_size = eval_batch_size
+    digits_config.data.placement = placement
+    run = build.build(digits_config)
+    assert (run.device is None) == (placement == 'host')
+    scores.append(evaluation.evaluate(run, digits_run[1], 'test').metrics)
+  assert scores[0] == scores[1] and scores[0]['count'] == 360
+
+
 def test_a_run_cannot_resume_on_the_other_data_path(digits_config, tmp_path):
   """'auto' both times, but a memory budget (allowed to change) that no longer fits."""
   digits_config.num_epochs = 1

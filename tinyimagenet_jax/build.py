@@ -39,7 +39,7 @@ from tinyimagenet_jax.data import resident
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data import transforms
 from tinyimagenet_jax.errors import ConfigError
-from tinyimagenet_jax.state import TrainState, create_train_state
+from tinyimagenet_jax.state import TrainState, create_train_state, run_once
 
 # The configs/ folder beside the package: an editable install or a clone of the repository.
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
@@ -58,7 +58,7 @@ class DevicePath:
   splits: dict[str, resident.ResidentSplit]  # 'train' and each eval split by name
   steps_per_call: int
   train_call: Callable  # (state, data, order, position, first_step, count) -> (state, metrics)
-  eval_call: Callable  # (state, data) -> the evaluator's sums over the whole split
+  eval_call: Callable  # (state, data) -> the evaluator's outputs for every batch of the split
   epoch_order: Callable  # (epoch) -> that epoch's order of the training split
 
 
@@ -213,7 +213,7 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
   make_state = lambda: initial_state(config, model, steps_per_epoch, input_shape)
   # One compiled program makes the whole state in place (eagerly, optax's and the key's small
   # ops were a dozen programs: 0.7 s of the quickstart's start-up).
-  state = (jax.jit(make_state, out_shardings=parallel.replicated(mesh))() if purpose == 'train' else
+  state = (run_once(make_state, out_shardings=parallel.replicated(mesh)) if purpose == 'train' else
            jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                           sharding=parallel.replicated(mesh)),
                         jax.eval_shape(make_state)))

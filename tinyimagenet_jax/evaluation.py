@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 
 import jax
@@ -35,7 +36,7 @@ PREDICTIONS_CSV = 'predictions_{split}.csv'
 PREDICTIONS_TXT = 'predictions_{split}.txt'
 PREDICTION_COLUMNS = ('id', 'predicted', 'probability', 'top5')
 # The evaluator's quantities and the sums (steps.eval_outputs) each is the mean of.
-MEANS = (('loss', 'loss_sum'), ('top1', 'top1_hits'), ('top5', 'top5_hits'))
+MEANS = (('loss', 'losses'), ('top1', 'top1_hits'), ('top5', 'top5_hits'))
 
 
 @dataclasses.dataclass
@@ -55,10 +56,21 @@ def as_host(value):
   return value.item() if value.ndim == 0 else value.tolist()
 
 
-def means(sums: list[dict]) -> dict:
-  """The metrics from every batch's sums: each a mean over the real examples."""
-  totals = {key: np.sum([s[key] for s in sums], axis=0, dtype=np.float64)
-            for key in ('count', *dict(MEANS).values())}
+def exact_sum(rows: list) -> np.ndarray:
+  """The per-example values of every batch ((B,) or (K, B) each) summed along the examples
+  exactly (math.fsum: correctly rounded), so the total is the same however the examples
+  were batched and padded; one total per member."""
+  values = np.concatenate([np.asarray(row, np.float64) for row in rows], axis=-1)
+  if values.ndim == 1:
+    return np.float64(math.fsum(values))
+  return np.array([math.fsum(member) for member in values])
+
+
+def means(outputs: list[dict]) -> dict:
+  """The metrics from every batch's outputs: each a mean over the real examples."""
+  totals = {key: np.sum([out[key] for out in outputs], axis=0, dtype=np.float64)
+            for key in ('count', 'top1_hits', 'top5_hits')}
+  totals['losses'] = exact_sum([out['losses'] for out in outputs])
   count = totals['count']
   return {name: as_host(totals[key] / count) for name, key in MEANS} | {
       'count': as_host(count.astype(np.int64))}
@@ -77,8 +89,9 @@ def evaluate(run: build.Run, state: TrainState, split: str,
   """Scores `state` on every real example of eval split `split` of `run`: in one call on
   the device path's resident split, else batch by batch from the host."""
   if run.device is not None and not keep_probabilities:
-    return Scores(means([jax.device_get(run.device.eval_call(state,
-                                                             run.device.splits[split]))]))
+    stacked = jax.device_get(run.device.eval_call(state, run.device.splits[split]))
+    return Scores(means([{key: value[index] for key, value in stacked.items()}
+                         for index in range(len(stacked['count']))]))
   step = run.eval_outputs if keep_probabilities else run.eval_step
   outputs, batches = [], []
   for batch in run.eval_batches(split):

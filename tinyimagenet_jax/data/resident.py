@@ -152,25 +152,20 @@ def train_call(step_fn: Callable, make_batch: Callable, batch_size: int, seed: i
 
 def eval_call(step_fn: Callable, make_batch: Callable, batch_size: int,
               constrain: Callable = lambda batch: batch) -> Callable:
-  """`call(state, data)`: `step_fn`'s sums over every example of a resident split in one
-  call, in padded, masked batches of `batch_size` (the evaluator's quantities)."""
+  """`call(state, data)`: `step_fn`'s outputs for every batch of a resident split in one
+  call, stacked on a leading batch axis, in padded, masked batches of `batch_size` (the
+  evaluator's quantities, which the host adds up)."""
 
   def call(state, data: ResidentSplit):
     count = data.labels.shape[0]
-    batches = -(-count // batch_size)
 
-    def one_batch(totals, index):
+    def one_batch(index):
       rows = index * batch_size + jnp.arange(batch_size)
       real = rows < count
       rows = jnp.where(real, rows, 0)
       batch = make_batch(data.images[rows], data.labels[rows])
-      sums = step_fn(state, constrain({**batch, 'mask': real}))
-      return jax.tree.map(jnp.add, totals, sums), None
+      return step_fn(state, constrain({**batch, 'mask': real}))
 
-    rows = jnp.zeros(batch_size, jnp.int32)
-    first = jax.eval_shape(lambda: step_fn(state, constrain({
-        **make_batch(data.images[rows], data.labels[rows]), 'mask': jnp.ones(batch_size, bool)})))
-    zeros = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), first)
-    return jax.lax.scan(one_batch, zeros, jnp.arange(batches))[0]
+    return jax.lax.map(one_batch, jnp.arange(-(-count // batch_size)))
 
   return call
