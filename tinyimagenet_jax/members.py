@@ -28,7 +28,7 @@ import optax
 from tinyimagenet_jax import config as config_lib
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.models import member_ops
-from tinyimagenet_jax.state import TrainState, create_train_state
+from tinyimagenet_jax.state import TrainState, create_train_state, run_once
 
 FORMULATIONS = ('auto', *member_ops.FORMULATIONS)
 
@@ -113,9 +113,9 @@ def create_member_states(
     learning_rate_scales: list[float], input_shape: tuple[int, ...], **options,
 ) -> TrainState:
   """K TrainStates stacked on a leading axis; `tx` must end with `scale_updates()`."""
-  stacked = jax.jit(jax.vmap(
-      lambda seed: create_train_state(model, tx, seed, input_shape, **options)))(
-          jnp.asarray(seeds, jnp.uint32))
+  stacked = run_once(jax.vmap(
+      lambda seed: create_train_state(model, tx, seed, input_shape, **options)),
+      jnp.asarray(seeds, jnp.uint32))
   scales = jnp.asarray(learning_rate_scales, jnp.float32)
   return stacked.replace(opt_state=with_member_scales(stacked.opt_state, scales))
 

@@ -11,6 +11,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+# Compiler options for a program that runs once per run (the initial state), by backend. On
+# XLA:CPU, LLVM's optimisation of the initialisers' random-number code was nearly all of
+# their compile time: 18 small normal() draws compiled in 8.2 s with them and 1.9 s without
+# (WORKSPACE.md, "Time to result"); running that code unoptimised costs far less than that.
+RUN_ONCE_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
+
+
+def run_once(fn: Callable, *args, out_shardings=None):
+  """`jax.jit(fn, out_shardings=...)(*args)` for a program that runs once: compiled with the
+  backend's RUN_ONCE_COMPILER_OPTIONS. Called inside another trace (a jit or a vmap), it is
+  part of that program and compiled with it."""
+  jitted = jax.jit(fn, out_shardings=out_shardings)
+  if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args)):
+    return jitted(*args)
+  options = RUN_ONCE_COMPILER_OPTIONS.get(jax.default_backend())
+  return jitted.lower(*args).compile(compiler_options=options)(*args)
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -39,8 +56,8 @@ def create_train_state(
   """Initialises parameters for inputs of `input_shape` (one example, HWC)."""
   init_key, run_key = jax.random.split(jax.random.key(seed))
   # One compiled program, not one per initialiser (dozens of compiles for a deep model).
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      init_key, jnp.zeros((1, *input_shape), jnp.float32))
+  variables = run_once(functools.partial(model.init, train=False),
+                       init_key, jnp.zeros((1, *input_shape), jnp.float32))
   params = variables['params']
   return TrainState(
       step=jnp.zeros((), jnp.int32),
