@@ -24,9 +24,25 @@ flags.FLAGS.mark_as_parsed()
 COMPILE_CACHE_OPT_OUT = 'TINYIMAGENET_JAX_TEST_COMPILE_CACHE'
 
 
+# JAX locks its cache folder (with filelock) only when the cache has a size limit; the
+# suite's test workers (pytest-xdist) share one folder, so it gets a limit no run reaches.
+COMPILE_CACHE_MAX_BYTES = 64 * 2**30
+
+
+def session_cache_folder(factory) -> pathlib.Path:
+  """The session's compilation cache folder: under the base temp folder that every test
+  worker of this session shares (a worker's own base temp is a folder inside it)."""
+  base = factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent
+  path = base / 'jax_compile_cache'
+  path.mkdir(exist_ok=True)
+  return path
+
+
 @pytest.hookimpl(trylast=True)  # after the tmp_path plugin has made its factory
 def pytest_configure(config):
-  """One JAX compilation cache per test session, under the session's base temp folder.
+  """One JAX compilation cache per test session, shared by its workers.
 
   Most tests train the same few small programs (digits_config's conv4, the
   quickstart) in fresh processes or with freshly built jitted steps, and on a
@@ -42,9 +58,11 @@ def pytest_configure(config):
   factory = getattr(config, '_tmp_path_factory', None)
   if factory is None:
     return
-  path = str(factory.mktemp('jax_compile_cache', numbered=False))
+  path = str(session_cache_folder(factory))
   os.environ['JAX_COMPILATION_CACHE_DIR'] = path
+  os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(COMPILE_CACHE_MAX_BYTES)
   jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_compilation_cache_max_size', COMPILE_CACHE_MAX_BYTES)
 
 
 def extract(name: str, tmp_path_factory) -> pathlib.Path:
