@@ -58,7 +58,7 @@ class DevicePath:
   splits: dict[str, resident.ResidentSplit]  # 'train' and each eval split by name
   steps_per_call: int
   train_call: Callable  # (state, data, order, position, first_step, count) -> (state, metrics)
-  eval_call: Callable  # (state, data) -> the evaluator's outputs for every batch of the split
+  eval_batch: Callable  # (data, index) -> that eval batch of the split, padded and masked
   epoch_order: Callable  # (epoch) -> that epoch's order of the training split
 
 
@@ -174,14 +174,13 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
             for name, source in {'train': train_source, **eval_sources}.items()}
   train_call = resident.train_call(step_fns['train'], device_ops.make_train_batch(config),
                                    config.batch_size, config.seed, constrain)
-  eval_call = resident.eval_call(step_fns['eval'], device_ops.make_eval_batch(config),
-                                 config.eval_batch_size, constrain)
   count = len(train_source)
   return DevicePath(
       splits, steps_per_call_for(config, steps_per_epoch),
       jax.jit(train_call, static_argnums=5, donate_argnums=0,
               in_shardings=(everywhere,) * 5, out_shardings=(everywhere, everywhere)),
-      jax.jit(eval_call, in_shardings=(everywhere, everywhere), out_shardings=everywhere),
+      jax.jit(resident.eval_batch(device_ops.make_eval_batch(config), config.eval_batch_size),
+              in_shardings=(everywhere, everywhere), out_shardings=batches),
       jax.jit(lambda epoch: resident.epoch_order(config.seed, epoch, count),
               out_shardings=everywhere))
 

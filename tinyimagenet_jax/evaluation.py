@@ -29,6 +29,7 @@ from tinyimagenet_jax import build
 from tinyimagenet_jax import checkpoint
 from tinyimagenet_jax import members
 from tinyimagenet_jax.analysis import classwise
+from tinyimagenet_jax.data import resident
 from tinyimagenet_jax.state import TrainState
 
 EVALUATION_JSON = 'evaluation_{split}.json'
@@ -86,12 +87,14 @@ def whole_on_host(tree):
 
 def evaluate(run: build.Run, state: TrainState, split: str,
              keep_probabilities: bool = False) -> Scores:
-  """Scores `state` on every real example of eval split `split` of `run`: in one call on
-  the device path's resident split, else batch by batch from the host."""
+  """Scores `state` on every real example of eval split `split` of `run`, batch by batch:
+  gathered from the device path's resident split, else read on the host; either way the
+  same evaluation step, one program for every split."""
   if run.device is not None and not keep_probabilities:
-    stacked = jax.device_get(run.device.eval_call(state, run.device.splits[split]))
-    return Scores(means([{key: value[index] for key, value in stacked.items()}
-                         for index in range(len(stacked['count']))]))
+    data = run.device.splits[split]
+    return Scores(means(jax.device_get([
+        run.eval_step(state, run.device.eval_batch(data, index))
+        for index in range(resident.batch_count(data, run.config.eval_batch_size))])))
   step = run.eval_outputs if keep_probabilities else run.eval_step
   outputs, batches = [], []
   for batch in run.eval_batches(split):

@@ -150,22 +150,20 @@ def train_call(step_fn: Callable, make_batch: Callable, batch_size: int, seed: i
   return call
 
 
-def eval_call(step_fn: Callable, make_batch: Callable, batch_size: int,
-              constrain: Callable = lambda batch: batch) -> Callable:
-  """`call(state, data)`: `step_fn`'s outputs for every batch of a resident split in one
-  call, stacked on a leading batch axis, in padded, masked batches of `batch_size` (the
-  evaluator's quantities, which the host adds up)."""
+def batch_count(data: ResidentSplit, batch_size: int) -> int:
+  """How many batches of `batch_size` cover a resident split (the last one padded)."""
+  return -(-int(data.labels.shape[0]) // batch_size)
 
-  def call(state, data: ResidentSplit):
-    count = data.labels.shape[0]
 
-    def one_batch(index):
-      rows = index * batch_size + jnp.arange(batch_size)
-      real = rows < count
-      rows = jnp.where(real, rows, 0)
-      batch = make_batch(data.images[rows], data.labels[rows])
-      return step_fn(state, constrain({**batch, 'mask': real}))
+def eval_batch(make_batch: Callable, batch_size: int) -> Callable:
+  """`batch(data, index)`: batch `index` of a resident split, gathered and preprocessed on
+  the device, its rows past the split's end padded and masked out. The evaluator's step
+  (the host path's, one program for every split) runs on it."""
 
-    return jax.lax.map(one_batch, jnp.arange(-(-count // batch_size)))
+  def batch(data: ResidentSplit, index: jax.Array) -> dict:
+    rows = index * batch_size + jnp.arange(batch_size)
+    real = rows < data.labels.shape[0]
+    rows = jnp.where(real, rows, 0)
+    return {**make_batch(data.images[rows], data.labels[rows]), 'mask': real}
 
-  return call
+  return batch
