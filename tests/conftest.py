@@ -7,6 +7,7 @@ import subprocess
 import tarfile
 
 from absl import flags
+import filelock
 import jax
 import pytest
 
@@ -29,13 +30,16 @@ COMPILE_CACHE_OPT_OUT = 'TINYIMAGENET_JAX_TEST_COMPILE_CACHE'
 COMPILE_CACHE_MAX_BYTES = 64 * 2**30
 
 
-def session_cache_folder(factory) -> pathlib.Path:
-  """The session's compilation cache folder: under the base temp folder that every test
-  worker of this session shares (a worker's own base temp is a folder inside it)."""
+def shared_temp_folder(factory) -> pathlib.Path:
+  """The session's base temp folder that every test worker (pytest-xdist) shares: a
+  worker's own base temp is a folder inside it."""
   base = factory.getbasetemp()
-  if os.environ.get('PYTEST_XDIST_WORKER'):
-    base = base.parent
-  path = base / 'jax_compile_cache'
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
+def session_cache_folder(factory) -> pathlib.Path:
+  """The session's compilation cache folder, shared by its workers."""
+  path = shared_temp_folder(factory) / 'jax_compile_cache'
   path.mkdir(exist_ok=True)
   return path
 
@@ -66,14 +70,21 @@ def pytest_configure(config):
 
 
 def extract(name: str, tmp_path_factory) -> pathlib.Path:
-  """Unpacks ../shared/data/<name> into a fresh temporary folder (skips if absent)."""
+  """Unpacks ../shared/data/<name> once per session into a folder every test worker shares
+  (skips if absent); a worker that finds it unpacked, or being unpacked, waits and reuses it."""
   archive = shared_archive(name)
-  target = tmp_path_factory.mktemp(name.split('.')[0])
-  if shutil.which('tar'):  # GNU tar unpacks in a quarter of tarfile's time
-    subprocess.run(['tar', 'xzf', str(archive), '-C', str(target)], check=True)
-  else:
-    with tarfile.open(archive) as tar:
-      tar.extractall(target, filter='data')
+  target = shared_temp_folder(tmp_path_factory) / f"shared_{name.split('.')[0]}"
+  done = target.with_suffix('.done')
+  with filelock.FileLock(str(target.with_suffix('.lock'))):
+    if not done.exists():
+      shutil.rmtree(target, ignore_errors=True)  # what a killed session left half unpacked
+      target.mkdir()
+      if shutil.which('tar'):  # GNU tar unpacks in a quarter of tarfile's time
+        subprocess.run(['tar', 'xzf', str(archive), '-C', str(target)], check=True)
+      else:
+        with tarfile.open(archive) as tar:
+          tar.extractall(target, filter='data')
+      done.touch()
   return target
 
 
