@@ -66,6 +66,25 @@ def test_confusion_and_scores_match_the_hand_worked_example():
   assert classwise.macro_f1(confusion) == pytest.approx(MACRO_F1)
 
 
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_scores_equal_scikit_learns_on_random_predictions(seed):
+  """Random labels and predictions over 12 classes, some never predicted or never true."""
+  metrics = pytest.importorskip('sklearn.metrics')
+  rng = np.random.default_rng(seed)
+  labels, predictions = rng.integers(0, 10, 300), rng.integers(2, 12, 300)
+  confusion = classwise.confusion_matrix(labels, predictions, 12)
+  np.testing.assert_array_equal(
+      confusion, metrics.confusion_matrix(labels, predictions, labels=np.arange(12)))
+  precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+      labels, predictions, labels=np.arange(12), zero_division=0)
+  scores = classwise.precision_recall_f1(confusion)
+  for mine, theirs in ((scores['precision'], precision), (scores['recall'], recall),
+                       (scores['f1'], f1)):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-15)
+  assert classwise.macro_f1(confusion) == pytest.approx(
+      metrics.f1_score(labels, predictions, average='macro', zero_division=0), rel=1e-12)
+
+
 def test_probabilities_give_the_same_confusion_as_their_argmax():
   probabilities = np.eye(4)[PREDICTIONS] * 0.7 + 0.075
   np.testing.assert_array_equal(
