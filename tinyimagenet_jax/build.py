@@ -166,13 +166,13 @@ def steps_per_call_for(config: ml_collections.ConfigDict, steps_per_epoch: int) 
 
 def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                 train_source: Sequence, eval_sources: dict[str, Sequence],
-                step_fns: dict[str, Callable], steps_per_epoch: int) -> DevicePath:
+                train_step_fn: Callable, steps_per_epoch: int) -> DevicePath:
   """Every split put in device memory, with jitted calls that step on it."""
   everywhere, batches = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   constrain = lambda batch: jax.lax.with_sharding_constraint(batch, batches)
   splits = {name: resident.put_resident(source, everywhere)
             for name, source in {'train': train_source, **eval_sources}.items()}
-  train_call = resident.train_call(step_fns['train'], device_ops.make_train_batch(config),
+  train_call = resident.train_call(train_step_fn, device_ops.make_train_batch(config),
                                    config.batch_size, config.seed, constrain)
   count = len(train_source)
   return DevicePath(
@@ -227,5 +227,5 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
              train_step=parallel.jit_train_step(mesh, step_fns['train']),
              eval_step=parallel.jit_eval_step(mesh, step_fns['eval']),
              eval_outputs=parallel.jit_eval_step(mesh, wrap(steps.eval_outputs)),
-             device=device_path(config, mesh, train_source, eval_sources, step_fns,
+             device=device_path(config, mesh, train_source, eval_sources, step_fns['train'],
                                 steps_per_epoch) if on_device else None)

@@ -14,7 +14,8 @@ import optax
 # Compiler options for a program that runs once per run (the initial state), by backend. On
 # XLA:CPU, LLVM's optimisation of the initialisers' random-number code was nearly all of
 # their compile time: 18 small normal() draws compiled in 8.2 s with them and 1.9 s without
-# (WORKSPACE.md, "Time to result"); running that code unoptimised costs far less than that.
+# (WORKSPACE.md, "Compile time, smoke modes and the suite"); running that code unoptimised
+# costs far less than that.
 RUN_ONCE_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
 
 
