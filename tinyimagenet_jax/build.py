@@ -16,6 +16,7 @@ From a notebook, with any working directory:
 from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 import importlib.util
+import json
 import math
 import pathlib
 
@@ -29,6 +30,7 @@ from tinyimagenet_jax import members
 from tinyimagenet_jax import models
 from tinyimagenet_jax import optim
 from tinyimagenet_jax import parallel
+from tinyimagenet_jax import programs
 from tinyimagenet_jax import steps
 from tinyimagenet_jax import tuning
 from tinyimagenet_jax import validation
@@ -57,9 +59,9 @@ class DevicePath:
 
   splits: dict[str, resident.ResidentSplit]  # 'train' and each eval split by name
   steps_per_call: int
-  train_call: Callable  # (state, data, order, position, first_step, count) -> (state, metrics)
-  eval_batch: Callable  # (data, index) -> that eval batch of the split, padded and masked
-  epoch_order: Callable  # (epoch) -> that epoch's order of the training split
+  train_call: programs.Program  # (state, data, order, position, first_step, count) -> (state, metrics)
+  eval_batch: programs.Program  # (data, index) -> that eval batch of the split, padded and masked
+  epoch_order: programs.Program  # (epoch) -> that epoch's order of the training split
 
 
 @dataclasses.dataclass
@@ -82,9 +84,9 @@ class Run:
   eval_transform: transforms.Preprocess
   model: nn.Module
   state: TrainState
-  train_step: Callable
-  eval_step: Callable
-  eval_outputs: Callable
+  train_step: programs.Program
+  eval_step: programs.Program
+  eval_outputs: programs.Program
   device: DevicePath | None = None  # None: batches come from the host (grain)
 
   @property
@@ -142,17 +144,28 @@ def steps_per_epoch_for(config: ml_collections.ConfigDict, num_examples: int) ->
   return config.steps_per_epoch or num_examples // config.batch_size
 
 
-def initial_state(config: ml_collections.ConfigDict, model: nn.Module, steps_per_epoch: int,
-                  input_shape: tuple[int, ...]) -> TrainState:
-  """The fresh state: one model, or `members.member_count(config)` stacked members."""
+def run_optimizer(config: ml_collections.ConfigDict,
+                  steps_per_epoch: int) -> optax.GradientTransformation:
+  """The state's optimizer: the configured one, scaled per member for stacked members."""
   tx = optim.build_optimizer(config.optimizer, steps_per_epoch, config.num_epochs)
-  options = dict(label_smoothing=config.label_smoothing, compute_dtype=config.compute_dtype)
+  return tx if members.member_count(config) == 1 else optax.chain(tx, members.scale_updates())
+
+
+def state_options(config: ml_collections.ConfigDict) -> dict:
+  """The TrainState's static loss options."""
+  return dict(label_smoothing=config.label_smoothing, compute_dtype=config.compute_dtype)
+
+
+def initial_state(config: ml_collections.ConfigDict, model: nn.Module,
+                  tx: optax.GradientTransformation, input_shape: tuple[int, ...]) -> TrainState:
+  """The fresh state (`tx` from `run_optimizer`): one model, or
+  `members.member_count(config)` stacked members."""
   if members.member_count(config) == 1:
-    return create_train_state(model, tx, members.member_seeds(config)[0], input_shape, **options)
+    return create_train_state(model, tx, members.member_seeds(config)[0], input_shape,
+                              **state_options(config))
   scales = [rate / config.optimizer.learning_rate for rate in members.member_learning_rates(config)]
-  return members.create_member_states(
-      model, optax.chain(tx, members.scale_updates()), members.member_seeds(config), scales,
-      input_shape, **options)
+  return members.create_member_states(model, tx, members.member_seeds(config), scales,
+                                      input_shape, **state_options(config))
 
 
 def steps_per_call_for(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -164,10 +177,22 @@ def steps_per_call_for(config: ml_collections.ConfigDict, steps_per_epoch: int) 
   return max(size for size in range(1, min(limit, period) + 1) if period % size == 0)
 
 
+def run_context(config: ml_collections.ConfigDict, **derived) -> str:
+  """What fixes a run's programs besides their arguments (`programs.Program`'s context):
+  the config and the values its build derived from the data."""
+  return json.dumps([config.to_json_best_effort(sort_keys=True), derived], sort_keys=True)
+
+
+def defined_here(model: nn.Module) -> bool:
+  """Whether `model`'s class is this package's (so its source is in the programs' key)."""
+  return type(model).__module__.split('.')[0] == __name__.split('.')[0]
+
+
 def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                 train_source: Sequence, eval_sources: dict[str, Sequence],
-                train_step_fn: Callable, steps_per_epoch: int) -> DevicePath:
-  """Every split put in device memory, with jitted calls that step on it."""
+                train_step_fn: Callable, steps_per_epoch: int, context: str) -> DevicePath:
+  """Every split put in device memory, with jitted calls that step on it (kept in
+  `context`)."""
   everywhere, batches = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   constrain = lambda batch: jax.lax.with_sharding_constraint(batch, batches)
   splits = {name: resident.put_resident(source, everywhere)
@@ -177,12 +202,18 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   count = len(train_source)
   return DevicePath(
       splits, steps_per_call_for(config, steps_per_epoch),
-      jax.jit(train_call, static_argnums=5, donate_argnums=0,
-              in_shardings=(everywhere,) * 5, out_shardings=(everywhere, everywhere)),
-      jax.jit(resident.eval_batch(device_ops.make_eval_batch(config), config.eval_batch_size),
-              in_shardings=(everywhere, everywhere), out_shardings=batches),
-      jax.jit(lambda epoch: resident.epoch_order(config.seed, epoch, count),
-              out_shardings=everywhere))
+      programs.Program(jax.jit(train_call, static_argnums=5, donate_argnums=0,
+                               in_shardings=(everywhere,) * 5,
+                               out_shardings=(everywhere, everywhere)),
+                       'train_call', context, static_argnums=(5,)),
+      # These two read only what their contexts name, so runs that differ elsewhere share them.
+      programs.Program(jax.jit(resident.eval_batch(device_ops.make_eval_batch(config),
+                                                   config.eval_batch_size),
+                               in_shardings=(everywhere, everywhere), out_shardings=batches),
+                       'eval_batch', run_context(config.data, batch_size=config.eval_batch_size)),
+      programs.Program(jax.jit(lambda epoch: resident.epoch_order(config.seed, epoch, count),
+                               out_shardings=everywhere),
+                       'epoch_order', json.dumps([config.seed, count])))
 
 
 def open_sources(config: ml_collections.ConfigDict, purpose: str
@@ -209,10 +240,18 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
   class_names = some_source.class_names
   model = models.build_model(config.model, len(class_names))
   input_shape = eval_transform.output_shape(sources.image_shape(some_source))
-  make_state = lambda: initial_state(config, model, steps_per_epoch, input_shape)
+  tx = run_optimizer(config, steps_per_epoch)
+  make_state = lambda: initial_state(config, model, tx, input_shape)
+  context = run_context(config, steps_per_epoch=steps_per_epoch, classes=len(class_names),
+                        input_shape=input_shape,
+                        train_examples=len(train_source) if train_source is not None else 0
+                        ) if defined_here(model) else None
   # One compiled program makes the whole state in place (eagerly, optax's and the key's small
   # ops were a dozen programs: 0.7 s of the quickstart's start-up).
-  state = (run_once(make_state, out_shardings=parallel.replicated(mesh)) if purpose == 'train' else
+  # The state's static part (model, optimizer), for the kept program's output tree.
+  static_part = TrainState(None, None, None, None, None, model.apply, tx, **state_options(config))
+  state = (run_once(make_state, out_shardings=parallel.replicated(mesh), name='initial_state',
+                    context=context, known_outputs=static_part) if purpose == 'train' else
            jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                           sharding=parallel.replicated(mesh)),
                         jax.eval_shape(make_state)))
@@ -224,8 +263,9 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
       config, [train_source, *eval_sources.values()]) == 'device')
   return Run(config, mesh, train_source, eval_sources, class_names, steps_per_epoch,
              train_transform, eval_transform, model, state,
-             train_step=parallel.jit_train_step(mesh, step_fns['train']),
-             eval_step=parallel.jit_eval_step(mesh, step_fns['eval']),
-             eval_outputs=parallel.jit_eval_step(mesh, wrap(steps.eval_outputs)),
+             train_step=parallel.jit_train_step(mesh, step_fns['train'], context),
+             eval_step=parallel.jit_eval_step(mesh, step_fns['eval'], context),
+             eval_outputs=parallel.jit_eval_step(mesh, wrap(steps.eval_outputs), context,
+                                                 'eval_outputs'),
              device=device_path(config, mesh, train_source, eval_sources, step_fns['train'],
-                                steps_per_epoch) if on_device else None)
+                                steps_per_epoch, context) if on_device else None)

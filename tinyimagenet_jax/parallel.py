@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from tinyimagenet_jax import programs
 from tinyimagenet_jax import steps
 
 DATA_AXIS = 'data'
@@ -44,28 +45,31 @@ def put_batch(batch: dict, mesh: Mesh) -> dict:
           for key, value in batch.items()}
 
 
-def jit_train_step(mesh: Mesh, step_fn: Callable = steps.train_step):
-  """`step_fn` (`steps.train_step`) compiled for `mesh`; the input state is donated."""
-  return jax.jit(
+def jit_train_step(mesh: Mesh, step_fn: Callable = steps.train_step,
+                   context: str | None = None) -> programs.Program:
+  """`step_fn` (`steps.train_step`) compiled for `mesh`; the input state is donated.
+  With a run's `context` the compiled program is kept (`programs`)."""
+  return programs.Program(jax.jit(
       step_fn,
       in_shardings=(replicated(mesh), batch_sharded(mesh)),
       out_shardings=(replicated(mesh), replicated(mesh)),
-      donate_argnums=0)
+      donate_argnums=0), 'train_step', context)
 
 
-def compile_step(jitted: Callable, state, host_batch: dict, mesh: Mesh):
+def compile_step(jitted: programs.Program, state, host_batch: dict, mesh: Mesh):
   """`jitted(state, batch)` compiled ahead of time for global batches of which `host_batch`
   is this process's rows (as `put_batch` assembles them)."""
   sharding = batch_sharded(mesh)
   batch = {key: jax.ShapeDtypeStruct((len(value) * jax.process_count(), *np.shape(value)[1:]),
                                      np.asarray(value).dtype, sharding=sharding)
            for key, value in host_batch.items()}
-  return jitted.lower(state, batch).compile()
+  return jitted.compile(state, batch)
 
 
-def jit_eval_step(mesh: Mesh, step_fn: Callable = steps.eval_step):
-  """`step_fn` (`steps.eval_step`) compiled for `mesh`."""
-  return jax.jit(
+def jit_eval_step(mesh: Mesh, step_fn: Callable = steps.eval_step, context: str | None = None,
+                  name: str = 'eval_step') -> programs.Program:
+  """`step_fn` (`steps.eval_step`) compiled for `mesh`, kept under `name` in `context`."""
+  return programs.Program(jax.jit(
       step_fn,
       in_shardings=(replicated(mesh), batch_sharded(mesh)),
-      out_shardings=replicated(mesh))
+      out_shardings=replicated(mesh)), name, context)

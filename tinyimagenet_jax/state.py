@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tinyimagenet_jax import programs
+
 # Compiler options for a program that runs once per run (the initial state), by backend. On
 # XLA:CPU, LLVM's optimisation of the initialisers' random-number code was nearly all of
 # their compile time: 18 small normal() draws compiled in 8.2 s with them and 1.9 s without
@@ -19,15 +21,18 @@ import optax
 RUN_ONCE_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
 
 
-def run_once(fn: Callable, *args, out_shardings=None):
+def run_once(fn: Callable, *args, out_shardings=None, name: str = 'run_once',
+             context: str | None = None, known_outputs: Any = None):
   """`jax.jit(fn, out_shardings=...)(*args)` for a program that runs once: compiled with the
-  backend's RUN_ONCE_COMPILER_OPTIONS. Called inside another trace (a jit or a vmap), it is
-  part of that program and compiled with it."""
+  backend's RUN_ONCE_COMPILER_OPTIONS, and kept as `name` in a run's `context` when given
+  (`programs.Program`, with `known_outputs`). Called inside another trace (a jit or a
+  vmap), it is part of that program and compiled with it."""
   jitted = jax.jit(fn, out_shardings=out_shardings)
   if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args)):
     return jitted(*args)
   options = RUN_ONCE_COMPILER_OPTIONS.get(jax.default_backend())
-  return jitted.lower(*args).compile(compiler_options=options)(*args)
+  return programs.Program(jitted, name, context, compiler_options=options,
+                          known_outputs=known_outputs)(*args)
 
 
 @flax.struct.dataclass

@@ -118,9 +118,8 @@ class DeviceCalls:
 
   def __init__(self, run: build.Run, state: TrainState):
     self.path, self.steps_per_call, self.order = run.device, run.device.steps_per_call, None
-    self.compiled = self.path.train_call.lower(
-        state, self.path.splits['train'], self.path.epoch_order(0), 0, 0,
-        self.steps_per_call).compile()
+    self.compiled = self.path.train_call.compile(
+        state, self.path.splits['train'], self.path.epoch_order(0), 0, 0, self.steps_per_call)
 
   def start_epoch(self, epoch: int) -> None:
     self.order = self.path.epoch_order(epoch - 1)

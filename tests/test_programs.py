@@ -1,0 +1,144 @@
+"""Kept programs: loaded without tracing, equal to a fresh compile, keyed by what makes them."""
+
+import uuid
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from tinyimagenet_jax import build
+from tinyimagenet_jax import programs
+from tinyimagenet_jax import steps
+from tinyimagenet_jax import tuning
+from tinyimagenet_jax.state import create_train_state
+
+
+class Tiny(nn.Module):
+  """A one-layer classifier, enough to give a TrainState functions in its static part."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+  """Entries in a folder of the test's own."""
+  monkeypatch.setattr(programs, 'folder', lambda: tmp_path)
+  return tmp_path
+
+
+@pytest.fixture
+def salt() -> int:
+  """A constant to put in a test's programs, so that JAX's persistent cache (shared by the
+  session's tests) has never seen them: each compile is fresh, hence saved."""
+  return uuid.uuid4().int % 100_000
+
+
+def counted(fn, traces: list):
+  """`fn`, appending to `traces` each time JAX traces it."""
+  def wrapped(*args):
+    traces.append(1)
+    return fn(*args)
+  return wrapped
+
+
+def tiny_state():
+  return create_train_state(Tiny(), optax.adam(1e-2), 0, (2, 2, 1))
+
+
+def tiny_batch():
+  images = np.arange(4 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 1) / 16
+  return {'image': jnp.asarray(images), 'label': jnp.asarray([0, 1, 2, 0])}
+
+
+def test_a_kept_train_step_loads_without_tracing_and_steps_bitwise_alike(folder):
+  traces = []
+  kept = lambda: programs.Program(jax.jit(counted(steps.train_step, traces)), 'train_step',
+                                  'context')
+  fresh_state, fresh_metrics = kept()(tiny_state(), tiny_batch())
+  assert len(traces) == 1 and len(list(folder.glob('*.bin'))) == 1
+  second = tiny_state()
+  loaded_state, loaded_metrics = kept()(second, tiny_batch())
+  assert len(traces) == 1  # the second Program read the entry: nothing traced
+  assert jax.tree.structure(loaded_state) == jax.tree.structure(second)
+  for fresh, loaded in zip(jax.tree.leaves((fresh_state, fresh_metrics)),
+                           jax.tree.leaves((loaded_state, loaded_metrics))):
+    np.testing.assert_array_equal(np.asarray(fresh), np.asarray(loaded))
+  # The output's static part is the caller's own, so the loaded state steps on.
+  assert loaded_state.tx is second.tx and kept()(loaded_state, tiny_batch())[0].step == 2
+
+
+def test_another_context_shape_or_static_argument_is_another_program(folder, salt):
+  traces = []
+  program = lambda context: programs.Program(
+      jax.jit(counted(lambda x, n: x * n + salt - salt, traces), static_argnums=1), 'scale',
+      context, static_argnums=(1,))
+  ones = lambda size: jnp.ones(size, jnp.int32)
+  assert program('a')(ones(3), 2).tolist() == [2, 2, 2]
+  assert program('a')(ones(3), 2).tolist() == [2, 2, 2]
+  assert len(traces) == 1
+  program('b')(ones(3), 2)
+  program('a')(ones(4), 2)
+  assert program('a')(ones(3), 5).tolist() == [5, 5, 5]
+  assert len(traces) == 4  # each traced: none found another's entry
+
+
+def test_an_unreadable_entry_is_deleted_and_the_program_compiled_afresh(folder, salt):
+  traces = []
+  program = lambda: programs.Program(jax.jit(counted(lambda x: x + 1 + salt - salt, traces)),
+                                     'add', 'c')
+  zeros = jnp.zeros(2, jnp.int32)
+  program()(zeros)
+  (entry,) = folder.glob('*.bin')
+  entry.write_bytes(b'torn')
+  assert program()(zeros).tolist() == [1, 1]
+  # Saved again unless JAX's own cache gave the executable (then made again when it no
+  # longer does).
+  assert len(traces) == 2 and (not entry.exists() or entry.read_bytes() != b'torn')
+  assert program()(zeros).tolist() == [1, 1]
+
+
+def test_without_a_context_nothing_is_kept(folder):
+  traces = []
+  program = lambda: programs.Program(jax.jit(counted(lambda x: x - 1, traces)), 'sub')
+  program()(jnp.zeros(2))
+  program()(jnp.zeros(2))
+  assert len(traces) == 2 and not list(folder.glob('*'))
+
+
+def test_an_output_with_functions_needs_them_among_the_known_nodes(folder):
+  state = tiny_state()
+  make = jax.jit(lambda: state)
+  unknown = programs.Program(make, 'make', 'c')
+  unknown()
+  assert not list(folder.glob('*.bin'))  # kept in this process only: no way to rebuild it
+  static_part = state.replace(step=None, params=None, batch_stats=None, opt_state=None, rng=None)
+  programs.Program(make, 'make', 'c', known_outputs=static_part)()
+  made = programs.Program(make, 'make', 'c', known_outputs=static_part)()
+  assert len(list(folder.glob('*.bin'))) == 1 and made.tx is state.tx
+
+
+def test_an_executable_from_jaxs_cache_is_noted(salt):
+  """XLA:CPU cannot serialise an executable it deserialised: such ones are not saved."""
+  tuning.use_compilation_cache()  # as every run does: even the smallest program is cached
+  compile_now = lambda: jax.jit(lambda x: x * salt).lower(jnp.ones(2)).compile()
+  assert programs.compiled_noting_cache_hits(compile_now)[1] is False
+  assert programs.compiled_noting_cache_hits(compile_now)[1] is True
+
+
+def test_a_model_from_outside_the_package_gets_no_context():
+  assert build.defined_here(build.models.build_model(build.load_config('quickstart').model, 10))
+  assert not build.defined_here(Tiny())
+
+
+def test_tree_codec_round_trips_dicts_tuples_none_and_known_nodes():
+  state = tiny_state()
+  tree = ({'a': 1, 'b': (2, None, [3])}, state)
+  treedef = jax.tree.structure(tree)
+  known = programs.node_list(jax.tree.structure(state))
+  encoded = programs.encode_tree(treedef, known)
+  assert programs.decode_tree(encoded, known) == treedef
