@@ -69,12 +69,10 @@ def test_unrolled_train_call_equals_the_projects_scan():
   step = lambda state, batch: (state + batch['image'].sum(), {'sum': batch['image'].sum()})
   make_batch = device_ops.make_train_batch(config)
   order = resident.epoch_order(config.seed, 0, COUNT)
-  args = (jnp.float32(0), data, order, 1, 5, 3)
-  scan = jax.jit(resident.train_call(step, make_batch, BATCH, config.seed),
-                 static_argnums=5)(*args)
-  unrolled = jax.jit(device_input.unrolled_train_call(step, make_batch, BATCH, config.seed,
-                                                      lambda batch: batch),
-                     static_argnums=5)(*args)
+  args = (jnp.float32(0), data, order, 1, 5, resident.seed_argument(config.seed), 3)
+  scan = jax.jit(resident.train_call(step, make_batch, BATCH), static_argnums=6)(*args)
+  unrolled = jax.jit(resident.train_call(step, make_batch, BATCH, unroll=True),
+                     static_argnums=6)(*args)
   np.testing.assert_allclose(unrolled[0], scan[0], rtol=1e-6)
   assert unrolled[1]['sum'].shape == (3,)
   np.testing.assert_allclose(unrolled[1]['sum'], scan[1]['sum'], rtol=1e-6)

@@ -24,6 +24,7 @@ import flax.linen as nn
 import grain
 import jax
 import ml_collections
+import numpy as np
 import optax
 
 from tinyimagenet_jax import members
@@ -59,7 +60,8 @@ class DevicePath:
 
   splits: dict[str, resident.ResidentSplit]  # 'train' and each eval split by name
   steps_per_call: int
-  train_call: programs.Program  # (state, data, order, position, first_step, count) -> (state, metrics)
+  train_call: programs.Program  # (state, data, order, position, first_step, seed, count)
+  #                                -> (state, metrics)
   eval_batch: programs.Program  # (data, index) -> that eval batch of the split, padded and masked
   epoch_order: programs.Program  # (epoch) -> that epoch's order of the training split
 
@@ -156,16 +158,23 @@ def state_options(config: ml_collections.ConfigDict) -> dict:
   return dict(label_smoothing=config.label_smoothing, compute_dtype=config.compute_dtype)
 
 
+def seeds_argument(config: ml_collections.ConfigDict) -> np.ndarray:
+  """The members' seeds (one for an ordinary run) as `initial_state`'s argument: uint32, for
+  which `jax.random.key` gives the key it gives for the Python int."""
+  return np.asarray(members.member_seeds(config), np.uint32)
+
+
 def initial_state(config: ml_collections.ConfigDict, model: nn.Module,
-                  tx: optax.GradientTransformation, input_shape: tuple[int, ...]) -> TrainState:
-  """The fresh state (`tx` from `run_optimizer`): one model, or
-  `members.member_count(config)` stacked members."""
+                  tx: optax.GradientTransformation, input_shape: tuple[int, ...],
+                  seeds: jax.Array) -> TrainState:
+  """The fresh state (`tx` from `run_optimizer`, `seeds` from `seeds_argument`): one model,
+  or `members.member_count(config)` stacked members. The seeds are an argument, so runs
+  that differ only in their seed share one program."""
   if members.member_count(config) == 1:
-    return create_train_state(model, tx, members.member_seeds(config)[0], input_shape,
-                              **state_options(config))
+    return create_train_state(model, tx, seeds[0], input_shape, **state_options(config))
   scales = [rate / config.optimizer.learning_rate for rate in members.member_learning_rates(config)]
-  return members.create_member_states(model, tx, members.member_seeds(config), scales,
-                                      input_shape, **state_options(config))
+  return members.create_member_states(model, tx, seeds, scales, input_shape,
+                                      **state_options(config))
 
 
 def steps_per_call_for(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
@@ -179,8 +188,11 @@ def steps_per_call_for(config: ml_collections.ConfigDict, steps_per_epoch: int) 
 
 def run_context(config: ml_collections.ConfigDict, **derived) -> str:
   """What fixes a run's programs besides their arguments (`programs.Program`'s context):
-  the config and the values its build derived from the data."""
-  return json.dumps([config.to_json_best_effort(sort_keys=True), derived], sort_keys=True)
+  the config, less its seed (the programs take the seed as an argument: `seeds_argument`,
+  `resident.seed_argument`), and the values its build derived from the data."""
+  fields = json.loads(config.to_json_best_effort(sort_keys=True))
+  fields.pop('seed', None)
+  return json.dumps([fields, derived], sort_keys=True)
 
 
 def defined_here(model: nn.Module) -> bool:
@@ -198,14 +210,14 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   splits = {name: resident.put_resident(source, everywhere)
             for name, source in {'train': train_source, **eval_sources}.items()}
   train_call = resident.train_call(train_step_fn, device_ops.make_train_batch(config),
-                                   config.batch_size, config.seed, constrain)
+                                   config.batch_size, constrain)
   count = len(train_source)
   return DevicePath(
       splits, steps_per_call_for(config, steps_per_epoch),
-      programs.Program(jax.jit(train_call, static_argnums=5, donate_argnums=0,
-                               in_shardings=(everywhere,) * 5,
+      programs.Program(jax.jit(train_call, static_argnums=6, donate_argnums=0,
+                               in_shardings=(everywhere,) * 6,
                                out_shardings=(everywhere, everywhere)),
-                       'train_call', context, static_argnums=(5,)),
+                       'train_call', context, static_argnums=(6,)),
       # These two read only what their contexts name, so runs that differ elsewhere share them.
       programs.Program(jax.jit(resident.eval_batch(device_ops.make_eval_batch(config),
                                                    config.eval_batch_size),
@@ -241,7 +253,7 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
   model = models.build_model(config.model, len(class_names))
   input_shape = eval_transform.output_shape(sources.image_shape(some_source))
   tx = run_optimizer(config, steps_per_epoch)
-  make_state = lambda: initial_state(config, model, tx, input_shape)
+  make_state = lambda seeds: initial_state(config, model, tx, input_shape, seeds)
   context = run_context(config, steps_per_epoch=steps_per_epoch, classes=len(class_names),
                         input_shape=input_shape,
                         train_examples=len(train_source) if train_source is not None else 0
@@ -250,11 +262,13 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
   # ops were a dozen programs: 0.7 s of the quickstart's start-up).
   # The state's static part (model, optimizer), for the kept program's output tree.
   static_part = TrainState(None, None, None, None, None, model.apply, tx, **state_options(config))
-  state = (run_once(make_state, out_shardings=parallel.replicated(mesh), name='initial_state',
-                    context=context, known_outputs=static_part) if purpose == 'train' else
+  seeds = seeds_argument(config)
+  state = (run_once(make_state, seeds, out_shardings=parallel.replicated(mesh),
+                    name='initial_state', context=context, known_outputs=static_part)
+           if purpose == 'train' else
            jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                           sharding=parallel.replicated(mesh)),
-                        jax.eval_shape(make_state)))
+                        jax.eval_shape(make_state, seeds)))
   stacked = members.member_count(config) > 1
   wrap = ((lambda step_fn: members.member_step(step_fn, config.members.formulation)) if stacked
           else (lambda step_fn: step_fn))

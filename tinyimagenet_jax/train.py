@@ -34,6 +34,7 @@ from tinyimagenet_jax import resumption
 from tinyimagenet_jax import snapshots
 from tinyimagenet_jax import writers
 from tinyimagenet_jax.analysis import curves
+from tinyimagenet_jax.data import resident
 from tinyimagenet_jax.errors import NonFiniteLossError, TrainingInterrupted
 from tinyimagenet_jax.state import TrainState, step_of
 
@@ -118,8 +119,10 @@ class DeviceCalls:
 
   def __init__(self, run: build.Run, state: TrainState):
     self.path, self.steps_per_call, self.order = run.device, run.device.steps_per_call, None
+    self.seed = resident.seed_argument(run.config.seed)
     self.compiled = self.path.train_call.compile(
-        state, self.path.splits['train'], self.path.epoch_order(0), 0, 0, self.steps_per_call)
+        state, self.path.splits['train'], self.path.epoch_order(0), 0, 0, self.seed,
+        self.steps_per_call)
 
   def start_epoch(self, epoch: int) -> None:
     self.order = self.path.epoch_order(epoch - 1)
@@ -127,8 +130,8 @@ class DeviceCalls:
   def __call__(self, state: TrainState, position: int, first_step: int, count: int):
     data = self.path.splits['train']
     if count == self.steps_per_call:
-      return self.compiled(state, data, self.order, position, first_step)
-    return self.path.train_call(state, data, self.order, position, first_step, count)
+      return self.compiled(state, data, self.order, position, first_step, self.seed)
+    return self.path.train_call(state, data, self.order, position, first_step, self.seed, count)
 
   @staticmethod
   def per_step(metrics: dict, count: int) -> list[dict]:

@@ -26,8 +26,8 @@ most 1.02. Cases: cifar10 (conv4, batch 128) and tiny64 (tiny_m1, batch 256) fro
 `steps_per_call`: lenet5 (batch 64) on 32x32 CIFAR-10: an epoch of `--batches`
 steps through `train.train_epoch` on the host path (grain, one step a call) and on
 the device path with S steps a call, S in STEPS_PER_CALL, each S once as the
-project's `lax.scan` and once with that scan fully unrolled (`unroll=True`: S
-copies of the step, no XLA while loop); each epoch's wall over `--batches` lone
+project's `lax.scan` and once with that scan fully unrolled (`resident.train_call`'s
+`unroll`: S copies of the step, no XLA while loop); each epoch's wall over `--batches` lone
 steps (a step on a cached device batch, timed alone); goal 1.05. Each variant's
 compile time (`DeviceCalls` compiling its call) is reported too.
 
@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tinyimagenet_jax import build, parallel, steps, train
+from tinyimagenet_jax import build, parallel, programs, steps, train
 from tinyimagenet_jax.bench import common, pipeline_vs_tfdata
 from tinyimagenet_jax.data import device_ops, resident, sources
 
@@ -94,13 +94,14 @@ def device_batches(config: ml_collections.ConfigDict, images: np.ndarray, labels
   """The project's device path: gather + `make_train_batch` in one jitted call per batch."""
   batch_size, count = config.batch_size, len(labels)
   call = jax.jit(resident.train_call(lambda state, batch: (state, batch),
-                                     device_ops.make_train_batch(config), batch_size,
-                                     config.seed), static_argnums=5)
+                                     device_ops.make_train_batch(config), batch_size),
+                 static_argnums=6)
   data = resident.ResidentSplit(jax.device_put(images), jax.device_put(labels))
   order = jax.jit(resident.epoch_order, static_argnums=(0, 2))(config.seed, 0, count)
-  per_epoch = count // batch_size
+  per_epoch, seed = count // batch_size, resident.seed_argument(config.seed)
   return lambda number: jax.block_until_ready(last_of(
-      lambda step: call(jnp.zeros(()), data, order, step % per_epoch, step, 1)[1], number))
+      lambda step: call(jnp.zeros(()), data, order, step % per_epoch, step, seed, 1)[1],
+      number))
 
 
 def sketch_batch(images: jax.Array, labels: jax.Array, key: jax.Array, rows: jax.Array,
@@ -316,36 +317,19 @@ def device_step_waits(args: common.Args) -> list[dict]:
   return rows
 
 
-def unrolled_train_call(step_fn: Callable, make_batch: Callable, batch_size: int, seed: int,
-                        constrain: Callable) -> Callable:
-  """`resident.train_call` with its `lax.scan` fully unrolled (`unroll=True`): the `count`
-  steps one after another in the one jitted program, with no XLA while loop."""
-
-  def call(state, data: resident.ResidentSplit, order, position, first_step, count: int):
-    def one_step(state, offset):
-      rows = lax.dynamic_slice_in_dim(order, (position + offset) * batch_size, batch_size)
-      batch = make_batch(resident.batch_key(seed, first_step + offset), data.images[rows],
-                         data.labels[rows])
-      return step_fn(state, constrain(batch))
-
-    return lax.scan(one_step, state, jnp.arange(count), unroll=True)
-
-  return call
-
-
 def with_calls(run: build.Run, steps_per_call: int, loop: str) -> build.Run:
   """`run` whose device path makes `steps_per_call` steps a call by `loop` ('scan': the
-  project's train call; 'unrolled scan': `unrolled_train_call`), jitted as `build` does."""
+  project's train call; 'unrolled scan': the same fully unrolled), jitted as `build` does."""
   path = dataclasses.replace(run.device, steps_per_call=steps_per_call)
   if loop == 'unrolled scan':
     everywhere = parallel.replicated(run.mesh)
     batches = parallel.batch_sharded(run.mesh)
-    call = unrolled_train_call(
+    call = resident.train_call(
         steps.train_step, device_ops.make_train_batch(run.config), run.config.batch_size,
-        run.config.seed, lambda batch: lax.with_sharding_constraint(batch, batches))
-    path = dataclasses.replace(path, train_call=jax.jit(
-        call, static_argnums=5, donate_argnums=0, in_shardings=(everywhere,) * 5,
-        out_shardings=(everywhere, everywhere)))
+        lambda batch: lax.with_sharding_constraint(batch, batches), unroll=True)
+    path = dataclasses.replace(path, train_call=programs.Program(jax.jit(
+        call, static_argnums=6, donate_argnums=0, in_shardings=(everywhere,) * 6,
+        out_shardings=(everywhere, everywhere)), 'unrolled_train_call', static_argnums=(6,)))
   return dataclasses.replace(run, device=path)
 
 

@@ -121,21 +121,23 @@ def epoch_order(seed: int, epoch: jax.Array, count: int) -> jax.Array:
   return jax.random.permutation(jax.random.fold_in(jax.random.key(seed), epoch), count)
 
 
-def batch_key(seed: int, step: jax.Array) -> jax.Array:
+def batch_key(seed: int | jax.Array, step: jax.Array) -> jax.Array:
   """The augmentation randomness of global step `step` (0-based), the same for every member."""
   return jax.random.fold_in(jax.random.key(seed ^ 0x5EED), step)
 
 
-def train_call(step_fn: Callable, make_batch: Callable, batch_size: int, seed: int,
-               constrain: Callable = lambda batch: batch) -> Callable:
-  """`call(state, data, order, position, first_step, count)`: `count` training steps in one
-  call (a `lax.scan` when count > 1), step i on rows (position + i) * B .. of `order`,
-  gathered from `data` and augmented on the device; returns (state, per-step metrics
-  stacked on a leading axis). `constrain` puts a batch in the mesh's batch sharding.
+def train_call(step_fn: Callable, make_batch: Callable, batch_size: int,
+               constrain: Callable = lambda batch: batch, unroll: bool = False) -> Callable:
+  """`call(state, data, order, position, first_step, seed, count)`: `count` training steps
+  in one call (a `lax.scan` when count > 1, fully unrolled with `unroll`), step i on rows
+  (position + i) * B .. of `order`, gathered from `data` and augmented on the device with
+  `batch_key(seed, first_step + i)`; returns (state, per-step metrics stacked on a leading
+  axis). `seed` (a uint32 scalar) is an argument, so runs that differ only in their seed
+  share one program. `constrain` puts a batch in the mesh's batch sharding.
   """
 
   def call(state, data: ResidentSplit, order: jax.Array, position: jax.Array,
-           first_step: jax.Array, count: int):
+           first_step: jax.Array, seed: jax.Array, count: int):
     def one_step(state, offset):
       rows = jax.lax.dynamic_slice_in_dim(order, (position + offset) * batch_size, batch_size)
       batch = make_batch(batch_key(seed, first_step + offset), data.images[rows],
@@ -145,9 +147,15 @@ def train_call(step_fn: Callable, make_batch: Callable, batch_size: int, seed: i
     if count == 1:  # no loop: XLA:CPU runs a step about 3x slower inside one
       state, metrics = one_step(state, 0)
       return state, jax.tree.map(lambda value: value[None], metrics)
-    return jax.lax.scan(one_step, state, jnp.arange(count))
+    return jax.lax.scan(one_step, state, jnp.arange(count), unroll=unroll)
 
   return call
+
+
+def seed_argument(seed: int) -> np.ndarray:
+  """A run's seed as the train call's `seed` argument (uint32: `jax.random.key` gives the
+  key it gives for the Python int, for every seed in [0, 2**32))."""
+  return np.uint32(seed)
 
 
 def batch_count(data: ResidentSplit, batch_size: int) -> int:
