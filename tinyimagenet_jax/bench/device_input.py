@@ -20,7 +20,9 @@ batch 128) on this machine's cores, alternated `--repeats` times in one process
 with `train.DeviceCalls` (gather, augment and step in one call), against as many
 train steps on one cached device batch (the same model, batch and jitted step,
 metrics read one step late as the loop does), alternated; the goal is a ratio of at
-most 1.02. Cases: cifar10 (conv4, batch 128) and tiny64 (tiny_m1, batch 256) from
+most 1.02. Alternated with them, the epoch's batches gathered and augmented alone
+(`augment_seconds`): on a CPU that work shares the step's cores, so the last column
+shows what is left over the step's and the augmentation's own math. Cases: cifar10 (conv4, batch 128) and tiny64 (tiny_m1, batch 256) from
 `pipeline_vs_tfdata`, tiny64_folder the same from an image folder.
 
 `steps_per_call`: lenet5 (batch 64) on 32x32 CIFAR-10: an epoch of `--batches`
@@ -256,6 +258,19 @@ class Turns:
                                                         self.run.steps_per_epoch)
     return time.perf_counter() - start
 
+  def augment_epoch(self) -> float:
+    """Seconds of an epoch's batches gathered and augmented on the device alone (the device
+    path's input work, which the cached steps do not do), each waited for."""
+    data = self.run.device.splits['train']
+    make = jax.jit(lambda key, rows: device_ops.make_train_batch(self.run.config)(
+        key, data.images[rows], data.labels[rows]))
+    rows = jnp.arange(self.run.config.batch_size)
+    jax.block_until_ready(make(resident.batch_key(0, 0), rows))
+    start = time.perf_counter()
+    for step in range(self.run.steps_per_epoch):
+      jax.block_until_ready(make(resident.batch_key(0, step), rows))
+    return time.perf_counter() - start
+
   def lone_step(self) -> float:
     """Seconds of one step on the cached device batch, waited for alone."""
     start = time.perf_counter()
@@ -304,16 +319,19 @@ def device_step_waits(args: common.Args) -> list[dict]:
     turns.epoch_through(calls)  # warms both programs
     turns.cached_epoch()
     times = pipeline_vs_tfdata.alternate_timed(
-        {'device_path': lambda: turns.epoch_through(calls), 'cached': turns.cached_epoch},
-        args.repeats)
-    loop, cached = common.median(times['device_path']), common.median(times['cached'])
+        {'device_path': lambda: turns.epoch_through(calls), 'cached': turns.cached_epoch,
+         'augment': turns.augment_epoch}, args.repeats)
+    loop, cached, augment = (common.median(times[name])
+                             for name in ('device_path', 'cached', 'augment'))
     rows.append({'case': name, 'model': config.model.name, 'batch_size': config.batch_size,
                  'image_shape': list(run.device.splits['train'].images.shape[1:]),
                  'train_images': len(run.device.splits['train'].labels), 'steps': args.batches,
                  'steps_per_call': calls.steps_per_call,
                  'device_path_seconds': round(loop, 3), 'cached_seconds': round(cached, 3),
                  'device_path_over_cached': round(loop / cached, 3),
-                 'within_2_percent': loop / cached <= WAIT_GOAL})
+                 'within_2_percent': loop / cached <= WAIT_GOAL,
+                 'augment_seconds': round(augment, 3),
+                 'over_cached_plus_augment': round(loop / (cached + augment), 3)})
   return rows
 
 
