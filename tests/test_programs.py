@@ -142,3 +142,18 @@ def test_tree_codec_round_trips_dicts_tuples_none_and_known_nodes():
   known = programs.node_list(jax.tree.structure(state))
   encoded = programs.encode_tree(treedef, known)
   assert programs.decode_tree(encoded, known) == treedef
+
+
+def test_two_contexts_with_one_program_share_its_executable(folder, salt):
+  """A second config whose program is the same (JAX's cache may give it back, unsaveable)
+  gets an entry naming the first's executable, and later loads without tracing."""
+  traces = []
+  program = lambda context: programs.Program(
+      jax.jit(counted(lambda x: x * 3 + salt - salt, traces)), 'triple', context)
+  ones = jnp.ones(2, jnp.int32)
+  tuning.use_compilation_cache()
+  program('a')(ones)
+  program('b')(ones)
+  assert program('b')(ones).tolist() == [3, 3]
+  assert len(traces) == 2
+  assert len(list(folder.glob('*.bin'))) == 2 and len(list(folder.glob('*.exe'))) == 1

@@ -3,8 +3,11 @@
 JAX's persistent compilation cache skips XLA's compile when a program comes back, but
 JAX still traces the Python and lowers it to find the program: most of a warm smoke run
 (WORKSPACE.md, "Programs kept whole"). A `Program` keeps the compiled executable itself,
-in this process and in a folder beside JAX's cache, under a key made of everything that
-makes it:
+in this process and in a folder beside JAX's cache: an entry (`<key>.bin`: the name of
+its executable and its output tree) under a key made of everything that makes it, and
+the executable (`<digest of the lowered program>.exe`), which runs that differ only in
+what the program does not read (two configs' identical evaluation steps) share. The
+key:
 
 - the run's `context`: its config and the values derived from its data (steps per
   epoch, class count, input shape: `build.run_context`), which fix every Python value
@@ -19,8 +22,9 @@ A Program without a context is an ordinary jitted function compiled ahead of tim
 not in the key). Code patched at run time is not in the key either: a session that
 patches the package's functions turns the cache off (JAX_ENABLE_COMPILATION_CACHE=false)
 or points it elsewhere. An entry that cannot be read is deleted and the program compiled
-afresh. A program that JAX's cache gives back is not saved (XLA:CPU cannot serialise an
-executable it deserialised): it is saved once JAX's cache no longer holds it. The folder
+afresh. An executable that JAX's cache gives back is not saved (XLA:CPU cannot serialise
+an executable it deserialised); the entry then names the same program's executable when
+one was saved, else the program is saved once JAX's cache no longer holds it. The folder
 can be deleted at any time.
 """
 
@@ -183,21 +187,32 @@ def folder() -> pathlib.Path | None:
   return pathlib.Path(cache).expanduser() / FOLDER
 
 
-def save(path: pathlib.Path, compiled, known: Sequence) -> None:
-  """Writes `compiled` to `path` whole or not at all; keeps the newest KEPT_ENTRIES."""
-  payload, _, out_tree = serialize_executable.serialize(compiled)
+def write_pruned(path: pathlib.Path, data: bytes) -> None:
+  """Writes `data` to `path` whole or not at all; keeps the newest KEPT_ENTRIES files of its
+  kind (suffix) in its folder."""
   path.parent.mkdir(parents=True, exist_ok=True)
   with atomic.replaced_file(path) as temporary:
-    temporary.write_bytes(pickle.dumps((payload, encode_tree(out_tree, known))))
-  entries = sorted(path.parent.glob('*.bin'), key=lambda entry: entry.stat().st_mtime)
-  for old in entries[:-KEPT_ENTRIES]:
+    temporary.write_bytes(data)
+  kept = sorted(path.parent.glob('*' + path.suffix), key=lambda entry: entry.stat().st_mtime)
+  for old in kept[:-KEPT_ENTRIES]:
     old.unlink(missing_ok=True)
 
 
+def save_executable(path: pathlib.Path, compiled) -> None:
+  """Writes the executable of `compiled` (without its trees) to `path`."""
+  write_pruned(path, serialize_executable.serialize(compiled)[0])
+
+
+def save_entry(path: pathlib.Path, executable: pathlib.Path, out_tree, known: Sequence) -> None:
+  """Writes a program's entry: the name of its executable's file and its output tree."""
+  write_pruned(path, pickle.dumps((executable.name, encode_tree(out_tree, known))))
+
+
 def load(path: pathlib.Path, in_tree, known: Sequence):
-  """The compiled program saved at `path`, for arguments of tree `in_tree`."""
+  """The compiled program of the entry at `path`, for arguments of tree `in_tree`."""
   with io.open(path, 'rb') as file:
-    payload, out_tree = pickle.load(file)
+    executable, out_tree = pickle.load(file)
+  payload = (path.parent / executable).read_bytes()
   return serialize_executable.deserialize_and_load(payload, in_tree, decode_tree(out_tree, known))
 
 
@@ -248,11 +263,18 @@ class Program:
         return load(path, in_tree, known)
       except Exception:  # pylint: disable=broad-except
         path.unlink(missing_ok=True)  # unreadable (a different jaxlib, a torn file): remade
-    compiled, loaded = compiled_noting_cache_hits(lambda: self.fresh(args))
-    if loaded:  # XLA:CPU cannot serialise an executable it deserialised (it fails to run)
-      return compiled
+    lowered = self.jitted.lower(*args)
+    executable = where / (disk_key('', lowered.as_text(), self.compiler_options, static, dynamic)
+                          + '.exe')
+    compiled, loaded = compiled_noting_cache_hits(
+        lambda: lowered.compile(compiler_options=self.compiler_options))
     try:
-      save(path, compiled, known)
+      # XLA:CPU cannot serialise an executable it deserialised (it fails to run): one that
+      # JAX's cache gave is not saved, but an entry can name the same program saved before.
+      if not loaded:
+        save_executable(executable, compiled)
+      if executable.exists():
+        save_entry(path, executable, compiled.out_tree, known)
     except Exception:  # pylint: disable=broad-except
       pass  # not serialisable (a closed-over constant, a CPU thunk without a serialiser)
     return compiled
