@@ -186,12 +186,17 @@ def steps_per_call_for(config: ml_collections.ConfigDict, steps_per_epoch: int) 
   return max(size for size in range(1, min(limit, period) + 1) if period % size == 0)
 
 
+# Config fields that no program reads: the seed is the programs' argument (`seeds_argument`,
+# `resident.seed_argument`); init_from's weights are loaded into the state after it is made.
+OUTSIDE_PROGRAMS = ('seed', 'init_from')
+
+
 def run_context(config: ml_collections.ConfigDict, **derived) -> str:
   """What fixes a run's programs besides their arguments (`programs.Program`'s context):
-  the config, less its seed (the programs take the seed as an argument: `seeds_argument`,
-  `resident.seed_argument`), and the values its build derived from the data."""
+  the config less OUTSIDE_PROGRAMS, and the values its build derived from the data."""
   fields = json.loads(config.to_json_best_effort(sort_keys=True))
-  fields.pop('seed', None)
+  for name in OUTSIDE_PROGRAMS:
+    fields.pop(name, None)
   return json.dumps([fields, derived], sort_keys=True)
 
 

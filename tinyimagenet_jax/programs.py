@@ -73,10 +73,9 @@ def library_versions() -> dict:
 
 
 def environment() -> dict:
-  """What besides a program's own inputs decides what JAX and XLA make of it."""
+  """What besides a program's own inputs and source decides what JAX and XLA make of it."""
   devices = jax.devices()
   return {
-      'source': source_digest(),
       'libraries': library_versions(),
       'settings': {name: repr(value) for name, value in sorted(jax.config.values.items())
                    if not any(word in name for word in IGNORED_SETTING_WORDS)},
@@ -113,8 +112,10 @@ def leaf_description(path, leaf) -> list:
   return [jax.tree_util.keystr(path), *map(repr, fixed), sharding_description(sharding)]
 
 
-def disk_key(name: str, context: str, options: dict | None, static: tuple, args: tuple) -> str:
-  """The entry's file name: a digest of everything listed in the module docstring."""
+def disk_key(name: str, context: Any, options: dict | None, static: tuple, args: tuple) -> str:
+  """A file name: the digest of `context` (for an entry the run's context and the package's
+  source, for an executable its lowered program), the program's name, options, static
+  arguments and arguments, and the `environment`."""
   arguments = [leaf_description(path, leaf)
                for path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]]
   text = json.dumps([name, context, options, repr(static), arguments, environment()],
@@ -254,8 +255,8 @@ class Program:
     where = folder() if self.context is not None else None
     if where is None:
       return self.fresh(args)
-    path = where / (disk_key(self.name, self.context, self.compiler_options, static, dynamic)
-                    + '.bin')
+    path = where / (disk_key(self.name, [self.context, source_digest()], self.compiler_options,
+                             static, dynamic) + '.bin')
     in_tree = jax.tree.structure((dynamic, {}))
     known = node_list(in_tree) + self.known_outputs
     if path.exists():
@@ -264,6 +265,8 @@ class Program:
       except Exception:  # pylint: disable=broad-except
         path.unlink(missing_ok=True)  # unreadable (a different jaxlib, a torn file): remade
     lowered = self.jitted.lower(*args)
+    # Named by the lowered program, not the source: an edit that leaves a program as it was
+    # finds its executable (JAX's cache gives it back then, and that one cannot be saved).
     executable = where / (disk_key('', lowered.as_text(), self.compiler_options, static, dynamic)
                           + '.exe')
     compiled, loaded = compiled_noting_cache_hits(
