@@ -24,7 +24,6 @@ import flax.linen as nn
 import grain
 import jax
 import ml_collections
-import numpy as np
 import optax
 
 from tinyimagenet_jax import members
@@ -158,18 +157,11 @@ def state_options(config: ml_collections.ConfigDict) -> dict:
   return dict(label_smoothing=config.label_smoothing, compute_dtype=config.compute_dtype)
 
 
-def seeds_argument(config: ml_collections.ConfigDict) -> np.ndarray:
-  """The members' seeds (one for an ordinary run) as `initial_state`'s argument: uint32, for
-  which `jax.random.key` gives the key it gives for the Python int."""
-  return np.asarray(members.member_seeds(config), np.uint32)
-
-
 def initial_state(config: ml_collections.ConfigDict, model: nn.Module,
                   tx: optax.GradientTransformation, input_shape: tuple[int, ...],
                   seeds: jax.Array) -> TrainState:
-  """The fresh state (`tx` from `run_optimizer`, `seeds` from `seeds_argument`): one model,
-  or `members.member_count(config)` stacked members. The seeds are an argument, so runs
-  that differ only in their seed share one program."""
+  """The fresh state (`tx` from `run_optimizer`, `seeds` the members' seeds as
+  `resident.seed_argument`): one model, or `members.member_count(config)` stacked members."""
   if members.member_count(config) == 1:
     return create_train_state(model, tx, seeds[0], input_shape, **state_options(config))
   scales = [rate / config.optimizer.learning_rate for rate in members.member_learning_rates(config)]
@@ -186,8 +178,8 @@ def steps_per_call_for(config: ml_collections.ConfigDict, steps_per_epoch: int) 
   return max(size for size in range(1, min(limit, period) + 1) if period % size == 0)
 
 
-# Config fields that no program reads: the seed is the programs' argument (`seeds_argument`,
-# `resident.seed_argument`); init_from's weights are loaded into the state after it is made.
+# Config fields that no program reads: the seed is the programs' argument
+# (`resident.seed_argument`); init_from's weights are loaded into the state after it is made.
 OUTSIDE_PROGRAMS = ('seed', 'init_from')
 
 
@@ -264,10 +256,10 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
                         train_examples=len(train_source) if train_source is not None else 0
                         ) if defined_here(model) else None
   # One compiled program makes the whole state in place (eagerly, optax's and the key's small
-  # ops were a dozen programs: 0.7 s of the quickstart's start-up).
-  # The state's static part (model, optimizer), for the kept program's output tree.
+  # ops were a dozen programs: 0.7 s of the quickstart's start-up). Its output tree is
+  # stored by reference to the state's static part (model, optimizer).
   static_part = TrainState(None, None, None, None, None, model.apply, tx, **state_options(config))
-  seeds = seeds_argument(config)
+  seeds = resident.seed_argument(members.member_seeds(config))
   state = (run_once(make_state, seeds, out_shardings=parallel.replicated(mesh),
                     name='initial_state', context=context, known_outputs=static_part)
            if purpose == 'train' else

@@ -9,9 +9,10 @@ the executable (`<digest of the lowered program>.exe`), which runs that differ o
 what the program does not read (two configs' identical evaluation steps) share. The
 key:
 
-- the run's `context`: its config and the values derived from its data (steps per
-  epoch, class count, input shape: `build.run_context`), which fix every Python value
-  the traced functions close over;
+- the run's `context`: its config (less the fields no program reads, such as the seed,
+  an argument) and the values derived from its data (steps per epoch, class count, input
+  shape: `build.run_context`), which fix every Python value the traced functions close
+  over;
 - this package's source, the versions of JAX, jaxlib, Flax, Optax and numpy, JAX's
   settings, XLA_FLAGS, the backend and its devices;
 - the program's name, compiler options and static arguments, and each argument's tree
@@ -251,10 +252,11 @@ class Program:
     return self.compiled[signature]
 
   def load_or_compile(self, args: tuple, static: tuple, dynamic: tuple):
-    """The program from its disk entry when there is one; else compiled (and saved)."""
+    """The program from its disk entry when there is one; else traced, lowered and compiled
+    now (and saved, when it has a context)."""
     where = folder() if self.context is not None else None
     if where is None:
-      return self.fresh(args)
+      return self.jitted.lower(*args).compile(compiler_options=self.compiler_options)
     path = where / (disk_key(self.name, [self.context, source_digest()], self.compiler_options,
                              static, dynamic) + '.bin')
     in_tree = jax.tree.structure((dynamic, {}))
@@ -282,13 +284,6 @@ class Program:
       pass  # not serialisable (a closed-over constant, a CPU thunk without a serialiser)
     return compiled
 
-  def fresh(self, args: tuple):
-    """Traced, lowered and compiled now."""
-    return self.jitted.lower(*args).compile(compiler_options=self.compiler_options)
-
-  def lower(self, *args):
-    """`jitted.lower(*args)`, for analyses of the lowered program."""
-    return self.jitted.lower(*args)
-
   def __call__(self, *args):
+    """Runs the program compiled for `args` on their dynamic part."""
     return self.compile(*args)(*self.split(args)[1])

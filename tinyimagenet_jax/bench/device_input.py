@@ -22,7 +22,8 @@ train steps on one cached device batch (the same model, batch and jitted step,
 metrics read one step late as the loop does), alternated; the goal is a ratio of at
 most 1.02. Alternated with them, the epoch's batches gathered and augmented alone
 (`augment_seconds`): on a CPU that work shares the step's cores, so the last column
-shows what is left over the step's and the augmentation's own math. Cases: cifar10 (conv4, batch 128) and tiny64 (tiny_m1, batch 256) from
+shows what is left over the step's and the augmentation's own math. Cases: cifar10
+(conv4, batch 128) and tiny64 (tiny_m1, batch 256) from
 `pipeline_vs_tfdata`, tiny64_folder the same from an image folder.
 
 `steps_per_call`: lenet5 (batch 64) on 32x32 CIFAR-10: an epoch of `--batches`
@@ -41,6 +42,7 @@ Data locations come from --config: `data.root` is the image folder
 from collections.abc import Callable, Iterator
 import contextlib
 import dataclasses
+import functools
 import itertools
 import time
 
@@ -258,17 +260,25 @@ class Turns:
                                                         self.run.steps_per_epoch)
     return time.perf_counter() - start
 
-  def augment_epoch(self) -> float:
-    """Seconds of an epoch's batches gathered and augmented on the device alone (the device
-    path's input work, which the cached steps do not do), each waited for."""
+  @functools.cached_property
+  def augmented_batch(self) -> Callable[[int], jax.Array]:
+    """`batch(step)`: the first rows of the resident training split gathered and augmented
+    with step `step`'s key, jitted once and compiled by a first call."""
     data = self.run.device.splits['train']
     make = jax.jit(lambda key, rows: device_ops.make_train_batch(self.run.config)(
         key, data.images[rows], data.labels[rows]))
     rows = jnp.arange(self.run.config.batch_size)
-    jax.block_until_ready(make(resident.batch_key(0, 0), rows))
+    batch = lambda step: make(resident.batch_key(0, step), rows)
+    jax.block_until_ready(batch(0))
+    return batch
+
+  def augment_epoch(self) -> float:
+    """Seconds of an epoch's batches gathered and augmented on the device alone (the device
+    path's input work, which the cached steps do not do), each waited for."""
+    batch = self.augmented_batch
     start = time.perf_counter()
     for step in range(self.run.steps_per_epoch):
-      jax.block_until_ready(make(resident.batch_key(0, step), rows))
+      jax.block_until_ready(batch(step))
     return time.perf_counter() - start
 
   def lone_step(self) -> float:

@@ -152,10 +152,11 @@ def train_call(step_fn: Callable, make_batch: Callable, batch_size: int,
   return call
 
 
-def seed_argument(seed: int) -> np.ndarray:
-  """A run's seed as the train call's `seed` argument (uint32: `jax.random.key` gives the
-  key it gives for the Python int, for every seed in [0, 2**32))."""
-  return np.uint32(seed)
+def seed_argument(seed: int | Sequence[int]) -> np.ndarray:
+  """A seed (or several) as a program's argument, not a constant traced into it, so runs
+  that differ only in their seed share one program: uint32, for which `jax.random.key`
+  gives the key it gives for the Python int, for every seed in [0, 2**32)."""
+  return np.asarray(seed, np.uint32)
 
 
 def batch_count(data: ResidentSplit, batch_size: int) -> int:
