@@ -12,8 +12,8 @@ import jax
 import pytest
 
 from tinyimagenet_jax import tuning
-from tinyimagenet_jax.config import base_config
 
+from digits_config import make_digits_config
 from helpers import shared_archive
 
 # The suite runs with the CPU tuning launch.py applies (before any test starts JAX), and
@@ -98,23 +98,6 @@ def cifar10_folder(tmp_path_factory) -> pathlib.Path:
 def tiny_root(tmp_path_factory) -> pathlib.Path:
   """The real Tiny ImageNet archive, extracted once per session: the tiny-imagenet-200 folder."""
   return extract('tiny-imagenet-200.tgz', tmp_path_factory) / 'tiny-imagenet-200'
-
-
-def make_digits_config():
-  """A seconds-long run: a small conv4 on the offline digits, no progress bar."""
-  config = base_config()
-  config.data.name = 'digits'
-  config.model.name = 'conv4'
-  config.model.filters = (8, 16, 16, 16)
-  config.model.hidden = 32
-  config.optimizer.name = 'sgd'
-  config.optimizer.learning_rate = 0.05
-  config.optimizer.momentum = 0.9
-  config.batch_size = 64
-  config.eval_batch_size = 96  # 360 test digits: 3 full batches and a padded one
-  config.num_epochs = 2
-  config.progress_bar = False
-  return config
 
 
 @pytest.fixture

@@ -23,6 +23,15 @@ TORCH_TWIN = ('the PyTorch twins of the benchmarked models need torch (a CPU bui
               ' torch --index-url https://download.pytorch.org/whl/cpu), as .ci/run installs')
 
 
+def perturb_vectors(variables, key):
+  """`variables` with N(0, 0.1^2) noise added to every 1-D leaf (biases, BN scales and shifts)."""
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(tree, [
+      leaf + 0.1 * jax.random.normal(key, leaf.shape) if leaf.ndim == 1 else leaf
+      for leaf, key in zip(leaves, keys)])
+
+
 @functools.cache
 def flax_reference(name: str):
   """An EQUIVALENCE model's Flax variables (1-D ones perturbed), random images, their logits.
@@ -34,11 +43,7 @@ def flax_reference(name: str):
   model = models.build_model(ml_collections.ConfigDict({'name': name, **options}), num_classes)
   images = np.random.default_rng(2).standard_normal((4, image_size, image_size, 3), np.float32)
   variables = jax.jit(model.init)(jax.random.key(0), images)
-  leaves, tree = jax.tree.flatten(variables)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  variables = jax.tree.unflatten(tree, [
-      leaf + 0.1 * jax.random.normal(key, leaf.shape) if leaf.ndim == 1 else leaf
-      for leaf, key in zip(leaves, keys)])
+  variables = jax.jit(perturb_vectors)(variables, jax.random.key(1))
   logits, _ = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))(
       variables, images)
   return variables, images, np.asarray(logits)

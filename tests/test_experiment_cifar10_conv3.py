@@ -132,7 +132,7 @@ def test_flatten_features_are_the_first_dense_layers_input():
   model = models.build_model(ml_collections.ConfigDict(
       {'name': 'conv3_bn', 'stages': (((3, 4),), ((3, 4),), ((3, 8),)), 'hidden': (6,)}), 10)
   images = np.random.default_rng(0).random((5, 16, 16, 3), np.float32)
-  variables = model.init(jax.random.key(0), images)
+  variables = jax.jit(model.init)(jax.random.key(0), images)
   features = cifar10_conv3.layer_features(model, variables, images, batch_size=2)
   assert features['flatten'].shape == (5, 2 * 2 * 8) and features['fc1'].shape == (5, 6)
   dense = variables['params']['Dense_0']

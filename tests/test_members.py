@@ -169,7 +169,8 @@ def test_member_conv_values_and_gradients_match_lax(formulation):
   kernels = jax.random.normal(keys[1], (4, 3, 3, 3, 5))
   seconds = jax.random.normal(keys[2], (4, 3, 3, 5, 2))
   grads = lambda conv: jax.value_and_grad(_conv_loss(conv), argnums=(0, 1, 2))
-  want = jax.vmap(grads(lax.conv_general_dilated), in_axes=(0, 0, None))(kernels, seconds, images)
+  want = jax.jit(jax.vmap(grads(lax.conv_general_dilated), in_axes=(0, 0, None)))(
+      kernels, seconds, images)
   with member_ops.batching(formulation):
     got = jax.jit(jax.vmap(grads(member_ops.conv_general_dilated), in_axes=(0, 0, None)))(
         kernels, seconds, images)
@@ -179,7 +180,7 @@ def test_member_conv_values_and_gradients_match_lax(formulation):
   shared_kernel = jax.vmap(grads(member_ops.conv_general_dilated), in_axes=(None, None, 0))
   with member_ops.batching(formulation):
     got = jax.jit(shared_kernel)(kernels[0], seconds[0], per_member_images)
-  want = jax.vmap(grads(lax.conv_general_dilated), in_axes=(None, None, 0))(
+  want = jax.jit(jax.vmap(grads(lax.conv_general_dilated), in_axes=(None, None, 0)))(
       kernels[0], seconds[0], per_member_images)
   for leaf, reference in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(leaf, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())

@@ -16,7 +16,7 @@ import pytest
 from tinyimagenet_jax import checkpoint, resumption, train, writers
 from tinyimagenet_jax.errors import ConfigError, DataError, NonFiniteLossError
 
-from conftest import make_digits_config
+from digits_config import make_digits_config
 from helpers import REPO, run_python
 
 TIMING = ('seconds', 'images_per_second')
@@ -39,18 +39,16 @@ def assert_same_run(workdir, reference) -> None:
   assert writers.read_steps(str(workdir)) == writers.read_steps(str(reference))
 
 
-# The quickstart config for 3 epochs of 22 steps, on the host path, a checkpoint every 7 steps
-# (mid-epoch saves), no plots (nothing here compares them).
-LAUNCH_ARGS = ('--config=configs/quickstart.py', '--config.num_epochs=3',
-               '--config.progress_bar=False', '--config.write_plots=False',
-               '--config.checkpoint_every_steps=7', '--config.data.placement=host')
-# The device path, two steps a call (a lax.scan), a checkpoint every 4 steps, for 2 epochs,
-# with the quickstart's conv4 swapped for an MLP: XLA:CPU runs conv4's step 3-6 times slower
-# inside a scan (see build.py), which made this the suite's slowest test; what it checks (the
-# resident data, its per-epoch order, the scan, resuming mid-epoch) is the same for any model.
+# The suite's small digits conv4 (tests/digits_config.py) for 4 epochs of 22 steps, on the host
+# path, a checkpoint every 7 steps (mid-epoch saves), no plots (nothing here compares them). The
+# kills need only the run's plumbing, so its steps are the suite's cheapest: each launch is
+# mostly start-up, and 88 steps leave room for three kills after two fresh saves each.
+LAUNCH_ARGS = ('--config=tests/digits_config.py', '--config.num_epochs=4',
+               '--config.write_plots=False', '--config.checkpoint_every_steps=7',
+               '--config.data.placement=host')
+# The device path, two steps a call (a lax.scan), a checkpoint every 4 steps, for 2 epochs.
 DEVICE_ARGS = ('--config.data.placement=device', '--config.steps_per_call=2',
-               '--config.checkpoint_every_steps=4', '--config.num_epochs=2',
-               '--config.model.name=mlp')
+               '--config.checkpoint_every_steps=4', '--config.num_epochs=2')
 
 
 def launch(workdir, *extra: str) -> subprocess.Popen:
@@ -60,7 +58,7 @@ def launch(workdir, *extra: str) -> subprocess.Popen:
 
 
 def uninterrupted(workdir, *extra: str):
-  """`workdir` after the quickstart config ran in it (LAUNCH_ARGS, then `extra`), never
+  """`workdir` after the small digits config ran in it (LAUNCH_ARGS, then `extra`), never
   interrupted."""
   process = launch(workdir, *extra)
   _, err = process.communicate(timeout=600)
@@ -70,7 +68,7 @@ def uninterrupted(workdir, *extra: str):
 
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
-  """The quickstart config for 3 epochs on the host path, never interrupted."""
+  """The small digits config for 4 epochs on the host path, never interrupted."""
   return uninterrupted(tmp_path_factory.mktemp('reference'))
 
 

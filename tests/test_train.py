@@ -159,13 +159,13 @@ def test_conv4_relu_learns_on_real_cifar10(cifar10_folder, tmp_path):
   """200 steps of the report's model on the real JPEGs through the host pipeline, tested on
   2,000 of the real test images (200 per class; a standard error near 0.01 on top-1).
 
-  The report's learning rate is 0.2 for batches of 128; these batches are 64, so 0.1, the
-  same rate per example. Measured here (2 CPU cores), training accuracy over the second
-  100-step epoch and test top-1 after it: 0.273 and 0.366 with the config's seed 0 (this
-  test, deterministic on a given machine); over seeds 0-6, standing in for other
-  machines' float rounding, at least 0.244 and 0.220 (chance: 0.10). The test used to run
-  300 steps at 0.2, a third more time, for 0.320 and 0.419 at seed 0 but only 0.213 and
-  0.227 at seed 2: twice the rate per example made the last iterate swing.
+  The report's learning rate is 0.2 for batches of 128; these batches are 32, so 0.05, the
+  same rate per example. Measured here (2 CPU cores; 29 s alone), training accuracy over
+  the second 100-step epoch and test top-1 after it: 0.241 and 0.309 with the config's
+  seed 0 (this test); over seeds 0-6, standing in for other machines' float rounding, at
+  least 0.233 and 0.208 (chance: 0.10; 0.15 is 7 standard errors above it). Batches of 64
+  at 0.1 took twice as long (59 s) for 0.250 and 0.361 at seed 0, at least 0.244 and 0.220
+  over the seeds; 300 steps at 0.2 made the last iterate swing (0.227 at seed 2).
   """
   config = conv4_relu.get_config()
   config.data.name = 'image_folder'
@@ -173,8 +173,8 @@ def test_conv4_relu_learns_on_real_cifar10(cifar10_folder, tmp_path):
                                                 TEST_IMAGES_PER_CLASS))
   test = sources.image_folder(config.data.root, 'test')
   assert len(test) == 10 * TEST_IMAGES_PER_CLASS and len(set(test.labels.tolist())) == 10
-  config.batch_size = 64
-  config.optimizer.learning_rate = 0.1
+  config.batch_size = 32
+  config.optimizer.learning_rate = 0.05
   config.steps_per_epoch = 100
   config.num_epochs = 2
   config.progress_bar = False
@@ -182,7 +182,7 @@ def test_conv4_relu_learns_on_real_cifar10(cifar10_folder, tmp_path):
   _, history = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert len(history) == 2
   assert history[-1]['train_accuracy'] > 0.2
-  assert history[-1]['test_top1'] > 0.2
+  assert history[-1]['test_top1'] > 0.15
   assert pathlib.Path(tmp_path, 'run', 'curves.png').exists()
 
 

@@ -12,10 +12,10 @@ computed here from the confusion matrix with numpy: importing sklearn.metrics
 import math
 import os
 
-from matplotlib.figure import Figure
 import numpy as np
 
 from tinyimagenet_jax import atomic
+from tinyimagenet_jax.analysis import new_figure
 from tinyimagenet_jax.analysis import tables
 
 ANNOTATE_MAX_CLASSES = 20  # confusion cells show their counts up to this many classes
@@ -95,7 +95,7 @@ def plot_classwise_accuracy(series: dict[str, np.ndarray], class_names, path: st
   order = np.argsort(-np.asarray(series[names[0]]), kind='stable')
   width = 0.8 / len(names)
   inches = max(6.0, 0.12 * num_classes + 2)
-  figure = Figure(figsize=(inches, 4.2))
+  figure = new_figure(figsize=(inches, 4.2))
   axis = figure.subplots()
   for number, name in enumerate(names):
     values = np.asarray(series[name])[order]
@@ -125,7 +125,7 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names, path: str, title: 
   """
   num_classes = len(class_names)
   side = float(np.clip(0.13 * num_classes + 3, 6, 20))
-  figure = Figure(figsize=(side, side))
+  figure = new_figure(figsize=(side, side))
   axis = figure.subplots()
   totals = confusion.sum(axis=1, keepdims=True)  # each true class's examples
   image = axis.imshow(confusion / np.maximum(totals, 1), cmap='Blues',

@@ -1,10 +1,9 @@
 """Training curves from a run's history, as one PNG."""
 
-from matplotlib import ticker
-from matplotlib.figure import Figure
 import numpy as np
 
 from tinyimagenet_jax import atomic
+from tinyimagenet_jax.analysis import integer_ticks, new_figure
 from tinyimagenet_jax import writers
 
 # A y-axis label, with its unit, per metric (the part of a history key after the split).
@@ -29,7 +28,7 @@ def finish_epoch_axis(axis, title: str, ylabel: str, legend_size: float | None =
   axis.set_title(title)
   axis.set_xlabel('epoch')
   axis.set_ylabel(ylabel)
-  axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  integer_ticks(axis)
   axis.grid(alpha=0.3)
   if axis.get_legend_handles_labels()[0]:
     axis.legend(fontsize=legend_size)
@@ -56,7 +55,7 @@ def plot_history(history: list[dict], path: str, title: str = '') -> None:
   """Error, loss and time per epoch side by side; missing keys are skipped."""
   epochs = [record['epoch'] for record in history]
   panels = history_panels(history[0])
-  figure = Figure(figsize=(5 * len(panels), 3.6))
+  figure = new_figure(figsize=(5 * len(panels), 3.6))
   axes = figure.subplots(1, len(panels))
   for axis, (name, series) in zip(axes, panels):
     for key, label in series:
@@ -76,7 +75,7 @@ def plot_steps(steps: list[dict], path: str, title: str = '') -> None:
   panels = [(key, name) for key, name in STEP_PANELS if steps and key in steps[0]]
   if not panels:
     return
-  figure = Figure(figsize=(5 * len(panels), 3.4))
+  figure = new_figure(figsize=(5 * len(panels), 3.4))
   axes = figure.subplots(1, len(panels), squeeze=False)
   numbers = [record['step'] for record in steps]
   for axis, (key, name) in zip(axes[0], panels):
@@ -84,7 +83,7 @@ def plot_steps(steps: list[dict], path: str, title: str = '') -> None:
     axis.set_title(name)
     axis.set_xlabel('step')
     axis.set_ylabel(y_label(key))
-    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    integer_ticks(axis)
     axis.grid(alpha=0.3)
   save(figure, path, title)
 
@@ -94,7 +93,7 @@ def plot_runs(histories: dict[str, list[dict]], keys: tuple[str, ...], path: str
               target: float | None = None) -> None:
   """One panel per history key, one line per run: the runs of an experiment side by
   side. `highlight` runs are drawn bold (others thin); `target` is a dashed line."""
-  figure = Figure(figsize=(5.5 * len(keys), 3.8))
+  figure = new_figure(figsize=(5.5 * len(keys), 3.8))
   axes = figure.subplots(1, len(keys), squeeze=False)
   for axis, key in zip(axes[0], keys):
     for name, history in histories.items():
@@ -114,7 +113,7 @@ def plot_mean_std(groups: dict[str, list[list[dict]]], keys: tuple[str, ...], pa
                   title: str = '') -> None:
   """One panel per history key: each group's mean over its runs per epoch, +- one
   std (ddof 1) shaded; runs are cut to the group's shortest."""
-  figure = Figure(figsize=(5.5 * len(keys), 3.8))
+  figure = new_figure(figsize=(5.5 * len(keys), 3.8))
   axes = figure.subplots(1, len(keys), squeeze=False)
   for axis, key in zip(axes[0], keys):
     for name, histories in groups.items():

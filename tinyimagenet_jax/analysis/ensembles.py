@@ -7,10 +7,10 @@ ensembles, and Figure 7 plots every one's accuracy against k.
 
 import itertools
 
-from matplotlib.figure import Figure
 import numpy as np
 
 from tinyimagenet_jax import atomic
+from tinyimagenet_jax.analysis import new_figure
 
 
 def ensemble_probabilities(member_probabilities: np.ndarray, members=None) -> np.ndarray:
@@ -55,7 +55,7 @@ def accuracy_by_ensemble_size(member_probabilities: np.ndarray, labels: np.ndarr
 def plot_accuracy_by_ensemble_size(rows: list[dict], path: str, title: str = '') -> None:
   """Every subset as a dot (spread a little sideways within its size), the mean as a line."""
   summary = summarise_by_size(rows)
-  figure = Figure(figsize=(6, 4.2))
+  figure = new_figure(figsize=(6, 4.2))
   axis = figure.subplots()
   for entry in summary:
     values = [row['accuracy'] for row in rows if row['size'] == entry['size']]
