@@ -32,10 +32,11 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Does what the config asks (an experiment, or one run's train, evaluate or
   predict mode); returns the line to print when it is done."""
   # pylint: disable=g-import-not-at-top
-  from tinyimagenet_jax import evaluation, experiments, train
+  from tinyimagenet_jax import evaluation, train
   from tinyimagenet_jax.errors import ConfigError
 
   if config.experiment:
+    from tinyimagenet_jax import experiments  # their modules and plots: only when asked for
     if config.experiment not in experiments.EXPERIMENTS:
       raise ConfigError(f'config.experiment={config.experiment!r} is not a valid choice;'
                         f' choose one of: {", ".join(sorted(experiments.EXPERIMENTS))}')
