@@ -19,9 +19,9 @@ import importlib.util
 import json
 import math
 import pathlib
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
-import grain
 import jax
 import ml_collections
 import optax
@@ -36,12 +36,16 @@ from tinyimagenet_jax import tuning
 from tinyimagenet_jax import validation
 from tinyimagenet_jax.data import batch_ops
 from tinyimagenet_jax.data import device_ops
-from tinyimagenet_jax.data import pipeline
 from tinyimagenet_jax.data import resident
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data import transforms
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.state import TrainState, create_train_state, run_once
+
+# grain (the host path's batches) is imported where that path starts: a run on the device
+# path does not pay for it.
+if TYPE_CHECKING:
+  import grain
 
 # The configs/ folder beside the package: an editable install or a clone of the repository.
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
@@ -95,13 +99,14 @@ class Run:
     """K: how many models the state stacks (1 for an ordinary run)."""
     return members.member_count(self.config)
 
-  def train_batches(self) -> grain.DatasetIterator:
+  def train_batches(self) -> 'grain.DatasetIterator':
     """This process's rows of every training batch from step 0, endless; its position
     is checkpointable (the loop saves it with the state)."""
     return train_stream(self.config, self.train_source, self.train_transform)
 
   def eval_batches(self, name: str) -> Iterator[dict]:
     """One pass over eval split `name` in padded, masked batches (this process's rows)."""
+    from tinyimagenet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
     return pipeline.iterate(pipeline.eval_dataset(
         self.eval_sources[name], self.eval_transform, self.config.eval_batch_size,
         **process_rows()), self.config.data)
@@ -112,9 +117,10 @@ class Run:
 
 
 def train_stream(config: ml_collections.ConfigDict, source: Sequence,
-                 transform: transforms.Preprocess) -> grain.DatasetIterator:
+                 transform: transforms.Preprocess) -> 'grain.DatasetIterator':
   """The training batches of `config` over `source` (`Run.train_batches`; the benchmarks
   time it alone)."""
+  from tinyimagenet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   return pipeline.iterate(pipeline.train_dataset(
       source, transform, config.batch_size, config.seed, batch_ops.make_batch_transform(config),
       **process_rows()), config.data)

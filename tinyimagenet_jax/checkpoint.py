@@ -24,9 +24,8 @@ import json
 import os
 import pathlib
 import sys
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import grain
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -37,6 +36,16 @@ from orbax.checkpoint import checkpoint_managers
 from tinyimagenet_jax.errors import ConfigError, DataError
 from tinyimagenet_jax.models import pretrained
 from tinyimagenet_jax.state import TrainState, step_of
+
+if TYPE_CHECKING:
+  import grain
+
+
+def grain_checkpoint():
+  """grain's checkpoint handlers (`grain.checkpoint`), imported when a host-path iterator is
+  saved or restored: a run on the device path never imports grain."""
+  import grain  # pylint: disable=import-outside-toplevel,redefined-outer-name
+  return grain.checkpoint
 
 
 CHECKPOINTS = 'checkpoints'
@@ -97,7 +106,7 @@ class Checkpoints:
     """The steps of every complete checkpoint kept, oldest first."""
     return sorted(self._manager.all_steps())
 
-  def save(self, state: TrainState, data: grain.DatasetIterator | None, progress: Progress,
+  def save(self, state: TrainState, data: 'grain.DatasetIterator | None', progress: Progress,
            config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
     """Starts saving in the background; the next save or `close` waits for it.
 
@@ -109,10 +118,10 @@ class Checkpoints:
                  progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
                  config=ocp.args.JsonSave(config.to_dict()))
     if data is not None:
-      items['data'] = grain.checkpoint.CheckpointSave(data)
+      items['data'] = grain_checkpoint().CheckpointSave(data)
     self._manager.save(step_of(state), args=ocp.args.Composite(**items), metrics=metrics)
 
-  def restore_latest(self, like: TrainState, data: grain.DatasetIterator | None,
+  def restore_latest(self, like: TrainState, data: 'grain.DatasetIterator | None',
                      accept: Callable[[dict], None] = lambda config: None
                      ) -> tuple[TrainState, Progress] | None:
     """The newest intact state (shaped and sharded like `like`) and progress; moves `data`
@@ -132,7 +141,7 @@ class Checkpoints:
       accept(self._read(step, config=ocp.args.JsonRestore()).config)
       self._check_data_path(step, data)
       position = self._other_process_count_position(step) if data is not None else None
-      data_item = ({'data': grain.checkpoint.CheckpointRestore(data)}
+      data_item = ({'data': grain_checkpoint().CheckpointRestore(data)}
                    if data is not None and position is None else {})
       restored = self._read(step, **items, **data_item)
       if position is not None:
@@ -160,7 +169,7 @@ class Checkpoints:
       # out a mismatch with the state's shapes.
       raise DamagedCheckpoint(step, error) from error
 
-  def _check_data_path(self, step: int, data: grain.DatasetIterator | None) -> None:
+  def _check_data_path(self, step: int, data: 'grain.DatasetIterator | None') -> None:
     """ConfigError unless checkpoint `step` was written on this run's data path."""
     saved_on_host = (pathlib.Path(self.directory) / str(step) / 'data').exists()
     if saved_on_host != (data is not None):

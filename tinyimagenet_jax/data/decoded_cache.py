@@ -24,7 +24,6 @@ import os
 import pathlib
 
 from absl import logging
-import grain
 import numpy as np
 
 from tinyimagenet_jax import progress
@@ -90,6 +89,7 @@ def decode_all(source: Sequence, images_path: pathlib.Path, labels_path: pathlib
                                     for path in (images_path, labels_path))
   images = np.lib.format.open_memmap(partial_images, 'w+', np.uint8, (len(source), *shape))
   labels = np.empty(len(source), np.int64)
+  import grain  # pylint: disable=import-outside-toplevel  # the device path needs none
   records = grain.MapDataset.source(source).to_iter_dataset(
       grain.ReadOptions(num_threads=BUILD_THREADS))
   for index, record in enumerate(progress.bar(records, total=len(source), unit='img',
