@@ -43,9 +43,10 @@ deer, horse and truck JPEGs (STL-10's classes but monkey) instead:
         "--config.transfer.data.classes=('automobile','deer','horse','truck')" \
         --config.transfer.num_epochs=5
 
-Time here (2 CPU cores shared with other training, load about 8): the smoke
-about 80 s; on the CIFAR-100 pieces about 12 s per run plus 1.5 s per epoch;
-the CIFAR-10 stand-in transfer 43 s per epoch: the reduced run about 25 minutes.
+Time here (2 CPU cores): the smoke 16-20 s, about a minute on an empty compilation
+cache. With other training on the cores (load about 8): on the CIFAR-100 pieces about
+12 s per run plus 1.5 s per epoch; the CIFAR-10 stand-in transfer 43 s per epoch: the
+reduced run about 25 minutes.
 The full study was not run here (no download).
 """
 

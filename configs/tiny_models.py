@@ -3,7 +3,7 @@
 
     python launch.py --config=configs/tiny_models.py --config.init_from=vgg16_notop.h5
     python launch.py --config=configs/tiny_models.py --config.mode=evaluate
-    python launch.py --config=configs/tiny_models.py:smoke   # a minute or two, offline
+    python launch.py --config=configs/tiny_models.py:smoke   # seconds, offline
 
 All 200 classes; 10,000 training images carved off as the validation split, the
 official validation split as the test split (the official test split is
@@ -29,10 +29,10 @@ than the CNNs; VGG16's numbers are only in its figures. Writes into
 runs/tiny_models what tinyimagenet_jax/experiments/tiny_models.py lists.
 
 Offline here, the prepared dataset: --config.data.data_dir=/tmp/tfds_data
---config.data.download=False. Time here (2 CPU cores shared with a training run):
-the smoke about 55 s of CPU (90 s wall); VGG16 at 64x64 trains at a few images
-per second, so the full comparison wants a GPU (with --config.data.num_workers
-set to feed it). See WORKSPACE.md.
+--config.data.download=False. Time here (2 CPU cores): the smoke 15-17 s, about a
+minute on an empty compilation cache; VGG16 at 64x64 trains at a few images per
+second, so the full comparison wants a GPU (with --config.data.num_workers set to
+feed it). See WORKSPACE.md.
 """
 
 import ml_collections
