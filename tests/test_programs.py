@@ -157,3 +157,36 @@ def test_two_contexts_with_one_program_share_its_executable(folder, salt):
   assert program('b')(ones).tolist() == [3, 3]
   assert len(traces) == 2
   assert len(list(folder.glob('*.bin'))) == 2 and len(list(folder.glob('*.exe'))) == 1
+
+
+def test_a_program_only_jaxs_cache_held_is_compiled_afresh_once_and_kept(folder, salt):
+  """JAX's cache gives back an executable XLA:CPU cannot serialise again; the program is
+  compiled once more (FRESH_COMPILE_OPTIONS) and that one kept, so the next run loads it
+  without tracing."""
+  traces = []
+  make = lambda: jax.jit(counted(lambda x: x * 5 + salt - salt, traces))
+  ones = jnp.ones(2, jnp.int32)
+  tuning.use_compilation_cache()
+  make()(ones)  # an ordinary jit: only JAX's cache holds the program now
+  assert not list(folder.iterdir())
+  assert programs.Program(make(), 'quintuple', 'a')(ones).tolist() == [5, 5]
+  assert len(list(folder.glob('*.bin'))) == 1 and len(list(folder.glob('*.exe'))) == 1
+  assert programs.Program(make(), 'quintuple', 'a')(ones).tolist() == [5, 5]
+  assert len(traces) == 2  # the ordinary jit and the first Program; the second loaded
+
+
+def test_a_program_that_cannot_be_kept_is_not_compiled_afresh_again(folder, salt, monkeypatch):
+  attempts = []
+
+  def refuse(path, compiled):
+    attempts.append(path)
+    raise ValueError('not serialisable')
+
+  monkeypatch.setattr(programs, 'save_executable', refuse)
+  make = lambda: jax.jit(lambda x: x * 7 + salt - salt)
+  ones = jnp.ones(2, jnp.int32)
+  tuning.use_compilation_cache()
+  make()(ones)  # only JAX's cache holds the program
+  assert programs.Program(make(), 'septuple', 'a')(ones).tolist() == [7, 7]
+  assert programs.Program(make(), 'septuple', 'a')(ones).tolist() == [7, 7]
+  assert len(attempts) == 1 and len(list(folder.glob('*.unkept'))) == 1

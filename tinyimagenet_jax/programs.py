@@ -25,11 +25,12 @@ patches the package's functions turns the cache off (JAX_ENABLE_COMPILATION_CACH
 or points it elsewhere. An entry that cannot be read is deleted and the program compiled
 afresh. An executable that JAX's cache gives back is not saved (XLA:CPU cannot serialise
 an executable it deserialised); the entry then names the same program's executable when
-one was saved, else the program is saved once JAX's cache no longer holds it. The folder
-can be deleted at any time.
+one was saved, else the program is compiled once more, afresh (FRESH_COMPILE_OPTIONS), and
+that executable is saved. The folder can be deleted at any time.
 """
 
 from collections.abc import Callable, Sequence
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -54,6 +55,12 @@ ENVIRONMENT_VARIABLES = ('XLA_FLAGS', 'LIBTPU_INIT_ARGS')
 # JAX settings that cannot change a program (where its caches live, what it logs).
 IGNORED_SETTING_WORDS = ('compilation_cache', 'persistent_cache', 'log', 'explain_cache',
                          'timeout')
+# Compiler options, by backend, that make JAX's persistent cache miss without changing the
+# program: on XLA:CPU a GPU compiler's option, which the CPU backend ignores. XLA:CPU cannot
+# serialise an executable that it deserialised (one loaded from JAX's cache "fails to run":
+# a function of it not found), so a program JAX's cache holds but this folder does not is
+# compiled once more with them, and that executable is kept: later runs load it untraced.
+FRESH_COMPILE_OPTIONS = {'cpu': {'xla_gpu_force_compilation_parallelism': 1}}
 
 
 @functools.cache
@@ -273,6 +280,12 @@ class Program:
                           + '.exe')
     compiled, loaded = compiled_noting_cache_hits(
         lambda: lowered.compile(compiler_options=self.compiler_options))
+    fresh = FRESH_COMPILE_OPTIONS.get(jax.default_backend())
+    unkept = executable.with_suffix('.unkept')  # names a program that could not be saved
+    if loaded and fresh is not None and not executable.exists() and not unkept.exists():
+      # JAX's cache held this program before this folder did: once, an executable to keep.
+      compiled, loaded = lowered.compile(
+          compiler_options={**(self.compiler_options or {}), **fresh}), False
     try:
       # XLA:CPU cannot serialise an executable it deserialised (it fails to run): one that
       # JAX's cache gave is not saved, but an entry can name the same program saved before.
@@ -281,7 +294,10 @@ class Program:
       if executable.exists():
         save_entry(path, executable, compiled.out_tree, known)
     except Exception:  # pylint: disable=broad-except
-      pass  # not serialisable (a closed-over constant, a CPU thunk without a serialiser)
+      # Not serialisable (a closed-over constant, a CPU thunk without a serialiser): noted,
+      # so that later runs do not compile it afresh for nothing.
+      with contextlib.suppress(OSError):
+        write_pruned(unkept, b'')
     return compiled
 
   def __call__(self, *args):
