@@ -40,17 +40,16 @@ from tinyimagenet_jax.state import TrainState, step_of
 if TYPE_CHECKING:
   import grain
 
+CHECKPOINTS = 'checkpoints'
+DAMAGED_PREFIX = 'damaged-'  # a damaged checkpoint's folder, renamed out of Orbax's sight
+T = TypeVar('T')
+
 
 def grain_checkpoint():
   """grain's checkpoint handlers (`grain.checkpoint`), imported when a host-path iterator is
   saved or restored: a run on the device path never imports grain."""
   import grain  # pylint: disable=import-outside-toplevel,redefined-outer-name
   return grain.checkpoint
-
-
-CHECKPOINTS = 'checkpoints'
-DAMAGED_PREFIX = 'damaged-'  # a damaged checkpoint's folder, renamed out of Orbax's sight
-T = TypeVar('T')
 
 
 def directory(workdir: str) -> str:

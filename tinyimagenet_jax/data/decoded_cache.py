@@ -76,6 +76,13 @@ def cache_paths(source: Sequence, cache_dir: str) -> tuple[pathlib.Path, pathlib
   return folder / f'{key}.npy', folder / f'{key}.labels.npy'
 
 
+def threaded_records(source: Sequence, threads: int):
+  """Every record of `source` in order, read by `threads` grain reader threads. grain is
+  imported here, not with the module: the device path's in-memory splits need none."""
+  import grain  # pylint: disable=import-outside-toplevel
+  return grain.MapDataset.source(source).to_iter_dataset(grain.ReadOptions(num_threads=threads))
+
+
 def decode_all(source: Sequence, images_path: pathlib.Path, labels_path: pathlib.Path) -> None:
   """Decodes every record of `source` in order (reader threads, a progress bar) into the files.
 
@@ -89,9 +96,7 @@ def decode_all(source: Sequence, images_path: pathlib.Path, labels_path: pathlib
                                     for path in (images_path, labels_path))
   images = np.lib.format.open_memmap(partial_images, 'w+', np.uint8, (len(source), *shape))
   labels = np.empty(len(source), np.int64)
-  import grain  # pylint: disable=import-outside-toplevel  # the device path needs none
-  records = grain.MapDataset.source(source).to_iter_dataset(
-      grain.ReadOptions(num_threads=BUILD_THREADS))
+  records = threaded_records(source, BUILD_THREADS)
   for index, record in enumerate(progress.bar(records, total=len(source), unit='img',
                                               desc=f'Decoding once into {images_path.name}')):
     if record['image'].shape != shape:

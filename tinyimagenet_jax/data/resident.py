@@ -99,10 +99,7 @@ def records_as_arrays(source: Sequence) -> tuple[np.ndarray, np.ndarray]:
   """Every record of `source` in order as (uint8 images, int32 labels), read with threads."""
   images = np.empty((len(source), *sources.image_shape(source)), np.uint8)
   labels = np.empty(len(source), np.int32)
-  import grain  # pylint: disable=import-outside-toplevel  # the device path needs none
-  records = grain.MapDataset.source(source).to_iter_dataset(
-      grain.ReadOptions(num_threads=READ_THREADS))
-  for index, record in enumerate(records):
+  for index, record in enumerate(decoded_cache.threaded_records(source, READ_THREADS)):
     images[index], labels[index] = record['image'], record['label']
   return images, labels
 
