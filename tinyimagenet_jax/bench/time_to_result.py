@@ -257,8 +257,8 @@ def measure(case: Case, scratch: pathlib.Path, args: common.Args,
   for (placement, cache), seconds in walls.items():
     wall = common.median(seconds)
     row = {'case': case.name, 'placement': placement, 'cache': cache, 'steps': steps,
-           'wall_s': round(wall, 2), 'math_s': round(math_s, 2),
-           'ratio': ratio(wall, math_s), 'eval_math_s': round(eval_s, 2),
+           'wall_s': round(wall, 2), 'math_s': round(math_s, 4),
+           'ratio': ratio(wall, math_s), 'eval_math_s': round(eval_s, 4),
            'ratio_with_eval': ratio(wall, math_s + eval_s),
            'epochs_s': round(common.median(epochs[placement, cache]), 2),
            'load_1min': round(common.median(loads[placement, cache]), 2)}
