@@ -1,15 +1,17 @@
 """Two JAX processes on 127.0.0.1 (jax.distributed, CPU collectives) train as one.
 
 Each process runs the real `train_and_evaluate` with two simulated CPU devices,
-reads only its own rows of every batch and saves its part of each Orbax
-checkpoint; the run, stopped after one epoch and resumed for the second,
-matches a single-process run on one device step for step. The digits config
+reads only its own rows of every batch (host path) or holds the split on its own
+devices (device path), and saves its part of each Orbax checkpoint; the run,
+stopped after one epoch and resumed for the second, matches a single-process run
+on one device step for step. The digits config
 trains a small MLP here: the same machinery as conv4 for a third of the compile
 time, which four processes pay.
 """
 
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -82,10 +84,17 @@ def train_on_two_processes(config, workdir: str) -> None:
   finish_output(workers)
 
 
-def test_two_processes_train_like_one(digits_config, tmp_path):
+@pytest.mark.parametrize('placement', ['host', 'device'])
+def test_two_processes_train_like_one(digits_config, tmp_path, placement):
+  """Host path: each process reads its own rows of every batch. Device path: each process
+  holds the split on its devices, three steps a call, flips and crops drawn per example."""
   digits_config.model = ml_collections.ConfigDict({'name': 'mlp', 'hidden': (32,)})
   digits_config.steps_per_epoch = 3
-  digits_config.data.placement = 'host'  # the rows each process reads of every batch
+  digits_config.data.placement = placement
+  if placement == 'device':
+    digits_config.steps_per_call = 3
+    digits_config.augment.flip_prob = 0.5
+    digits_config.augment.pad_crop = 1
   digits_config.write_plots = False
   two = str(tmp_path / 'two')
   digits_config.num_epochs = 1
@@ -107,6 +116,8 @@ def test_two_processes_train_like_one(digits_config, tmp_path):
   saved = checkpoint.Checkpoints(checkpoint.directory(two), keep=2)
   try:
     assert saved.all_steps() == [3, 6]
+    # Only a host-path checkpoint holds the data iterator's position.
+    assert (pathlib.Path(saved.directory) / '6' / 'data').exists() == (placement == 'host')
     restored = saved.restore_state(parallel.put_replicated(state, parallel.make_mesh()))
   finally:
     saved.close()
@@ -116,13 +127,14 @@ def test_two_processes_train_like_one(digits_config, tmp_path):
                jax.device_get((state.params, state.opt_state)))
 
 
-@pytest.mark.parametrize('first, second', [(2, 1), (1, 2)])
-def test_a_run_resumes_under_another_process_count(digits_config, tmp_path, first, second):
+@pytest.mark.parametrize('first, second, placement', [(2, 1, 'host'), (1, 2, 'device')])
+def test_a_run_resumes_under_another_process_count(digits_config, tmp_path, first, second,
+                                                   placement):
   """One epoch on `first` processes, the second on `second`: the steps and metrics of a run
   on one process throughout."""
   digits_config.model = ml_collections.ConfigDict({'name': 'mlp', 'hidden': (32,)})
   digits_config.steps_per_epoch = 3
-  digits_config.data.placement = 'host'
+  digits_config.data.placement = placement
   digits_config.write_plots = False
   moved = str(tmp_path / 'moved')
   for processes, epochs in ((first, 1), (second, 2)):
@@ -141,10 +153,10 @@ def test_a_run_resumes_under_another_process_count(digits_config, tmp_path, firs
                                [r[key] for r in history], rtol=1e-5, err_msg=key)
 
 
-# The quickstart's digits, an MLP, on the host path (each process reads its own rows).
+# The quickstart's digits, an MLP, on the default placement (the device path).
 TWO_PROCESS_ARGS = ('--config=configs/quickstart.py', '--config.model.name=mlp',
                     '--config.num_epochs=5', '--config.progress_bar=False',
-                    '--config.write_plots=False', '--config.data.placement=host')
+                    '--config.write_plots=False')
 
 
 def launch_two(workdir) -> list[subprocess.Popen]:
@@ -182,6 +194,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   assert all(stopped) and stopped[0].group(1) == stopped[1].group(1), errors
   assert int(stopped[0].group(1)) in {int(p.name) for p in checkpoints.iterdir()
                                       if p.name.isdigit()}
+  # 'auto' took the device path: no data iterator's position was saved.
+  assert not (checkpoints / stopped[0].group(1) / 'data').exists()
   errors = finish(launch_two(cut))  # resumed by both
   assert all(error.count('Traceback') == 0 for error in errors), errors[0][-3000:]
   assert writers.read_steps(str(cut)) == writers.read_steps(str(whole))

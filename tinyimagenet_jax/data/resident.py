@@ -8,9 +8,9 @@ the call. Epoch e's order is `jax.random.permutation` of (seed, e), drawn on the
 device; step s's batch is rows s * B .. (s + 1) * B - 1 of its epoch's order, so
 a resumed run reads the batches an uninterrupted one would. 'auto' picks the
 device when the splits fit `data.device_memory_fraction` of one device's memory
-(host RAM for the CPU backend) and every configured augmentation has a device op;
-a run of several JAX processes uses the host path (its device path hung in the
-two-process test and is not done yet).
+(host RAM for the CPU backend) on every process and every configured augmentation
+has a device op. In a run of several JAX processes each process puts the split on
+its own devices only and gathers its devices' rows of each batch there.
 """
 
 from collections.abc import Callable, Sequence
@@ -65,16 +65,23 @@ def resolve_placement(config: ml_collections.ConfigDict, splits: Sequence[Sequen
   """'device' or 'host' for `config.data.placement` and the splits a run keeps resident."""
   data = config.data
   missing = device_ops.unsupported(config)
-  if jax.process_count() > 1:
-    missing.append(f'a run of {jax.process_count()} processes')
   if data.placement == 'device' and missing:
     raise ConfigError(f'config.data.placement=device, but {", ".join(missing)} has no device'
                       ' path yet; use --config.data.placement=host.')
   if data.placement != 'auto':
     return data.placement
   needed = sum(split_bytes(split) for split in splits)
-  fits = needed <= data.device_memory_fraction * device_memory(jax.devices()[0])
-  return 'device' if fits and not missing else 'host'
+  fits = needed <= data.device_memory_fraction * device_memory(jax.local_devices()[0])
+  return 'device' if every_process(fits) and not missing else 'host'
+
+
+def every_process(answer: bool) -> bool:
+  """Whether `answer` holds on every process of the run: processes whose devices differ
+  in memory must still take one path, or each would wait for the other's collectives."""
+  if jax.process_count() == 1:
+    return answer
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(answer))))
 
 
 def host_arrays(source: Sequence) -> tuple[np.ndarray, np.ndarray]:
