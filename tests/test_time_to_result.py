@@ -54,6 +54,16 @@ def test_one_tiny_case_is_timed_cold_and_warm(tmp_path):
   assert list((tmp_path / 'jax_cache' / 'tiny' / 'host' / '0').iterdir())  # the cold run filled it
 
 
+def test_a_failed_run_misses_its_goal_and_says_why(tmp_path):
+  case = time_to_result.Case('relu_vs_tanh:smoke', 'configs/quickstart.py',
+                             {'model.name': 'no_such_model'})
+  rows = time_to_result.measure(case, tmp_path, common.Args(batches=2, warmup=1, repeats=1),
+                                placements=('host',))
+  for row in rows:
+    assert row['goal'] == 'not met: the run failed'
+    assert row['error'].startswith('exit 2: ') and 'no_such_model' in row['error']
+
+
 BUILD = '''
 import json, sys, jax
 from tinyimagenet_jax import build

@@ -23,10 +23,14 @@ A Program without a context is an ordinary jitted function compiled ahead of tim
 not in the key). Code patched at run time is not in the key either: a session that
 patches the package's functions turns the cache off (JAX_ENABLE_COMPILATION_CACHE=false)
 or points it elsewhere. An entry that cannot be read is deleted and the program compiled
-afresh. An executable that JAX's cache gives back is not saved (XLA:CPU cannot serialise
-an executable it deserialised); the entry then names the same program's executable when
-one was saved, else the program is compiled once more, afresh (FRESH_COMPILE_OPTIONS), and
-that executable is saved. The folder can be deleted at any time.
+afresh. The folder can be deleted at any time.
+
+XLA:CPU cannot serialise a program's executable once this process has deserialised that
+program (from this folder or from JAX's cache): neither that executable nor one compiled
+afresh afterwards; the copy lacks kernels and fails to run in another process ("Function
+... not found"). So an executable is saved only from a process that has not deserialised
+its program (by lowered text: `DESERIALISED`); an entry may still name an executable
+another process saved, and a program only JAX's cache held runs from there, unkept.
 """
 
 from collections.abc import Callable, Sequence
@@ -55,12 +59,11 @@ ENVIRONMENT_VARIABLES = ('XLA_FLAGS', 'LIBTPU_INIT_ARGS')
 # JAX settings that cannot change a program (where its caches live, what it logs).
 IGNORED_SETTING_WORDS = ('compilation_cache', 'persistent_cache', 'log', 'explain_cache',
                          'timeout')
-# Compiler options, by backend, that make JAX's persistent cache miss without changing the
-# program: on XLA:CPU a GPU compiler's option, which the CPU backend ignores. XLA:CPU cannot
-# serialise an executable that it deserialised (one loaded from JAX's cache "fails to run":
-# a function of it not found), so a program JAX's cache holds but this folder does not is
-# compiled once more with them, and that executable is kept: later runs load it untraced.
-FRESH_COMPILE_OPTIONS = {'cpu': {'xla_gpu_force_compilation_parallelism': 1}}
+# The folder's format: in every key, so a change leaves older entries and executables unread
+# (format 1 could save executables that do not run: see the module doc).
+FORMAT = 2
+# The digests (`program_digest`) of the programs this process has deserialised.
+DESERIALISED: set[str] = set()
 
 
 @functools.cache
@@ -84,6 +87,7 @@ def environment() -> dict:
   """What besides a program's own inputs and source decides what JAX and XLA make of it."""
   devices = jax.devices()
   return {
+      'format': FORMAT,
       'libraries': library_versions(),
       'settings': {name: repr(value) for name, value in sorted(jax.config.values.items())
                    if not any(word in name for word in IGNORED_SETTING_WORDS)},
@@ -212,17 +216,29 @@ def save_executable(path: pathlib.Path, compiled) -> None:
   write_pruned(path, serialize_executable.serialize(compiled)[0])
 
 
-def save_entry(path: pathlib.Path, executable: pathlib.Path, out_tree, known: Sequence) -> None:
-  """Writes a program's entry: the name of its executable's file and its output tree."""
-  write_pruned(path, pickle.dumps((executable.name, encode_tree(out_tree, known))))
+def program_digest(lowered_text: str) -> str:
+  """A program's identity as XLA sees it: its lowered text, without its unused arguments'
+  shapes (two programs that differ only there are one to JAX's cache and to XLA)."""
+  return hashlib.sha256(lowered_text.encode()).hexdigest()
+
+
+def save_entry(path: pathlib.Path, executable: pathlib.Path, out_tree, known: Sequence,
+               program: str) -> None:
+  """Writes a program's entry: the name of its executable's file, its output tree and its
+  `program_digest`."""
+  write_pruned(path, pickle.dumps((executable.name, encode_tree(out_tree, known), program)))
 
 
 def load(path: pathlib.Path, in_tree, known: Sequence):
-  """The compiled program of the entry at `path`, for arguments of tree `in_tree`."""
+  """The compiled program of the entry at `path`, for arguments of tree `in_tree` (its
+  program noted in DESERIALISED)."""
   with io.open(path, 'rb') as file:
-    executable, out_tree = pickle.load(file)
+    executable, out_tree, program = pickle.load(file)
   payload = (path.parent / executable).read_bytes()
-  return serialize_executable.deserialize_and_load(payload, in_tree, decode_tree(out_tree, known))
+  compiled = serialize_executable.deserialize_and_load(payload, in_tree,
+                                                       decode_tree(out_tree, known))
+  DESERIALISED.add(program)
+  return compiled
 
 
 class Program:
@@ -274,30 +290,22 @@ class Program:
       except Exception:  # pylint: disable=broad-except
         path.unlink(missing_ok=True)  # unreadable (a different jaxlib, a torn file): remade
     lowered = self.jitted.lower(*args)
-    # Named by the lowered program, not the source: an edit that leaves a program as it was
-    # finds its executable (JAX's cache gives it back then, and that one cannot be saved).
-    executable = where / (disk_key('', lowered.as_text(), self.compiler_options, static, dynamic)
-                          + '.exe')
+    text = lowered.as_text()
+    program = program_digest(text)
+    # Named by the lowered program and the arguments, not the source: an edit that leaves a
+    # program as it was finds its executable.
+    executable = where / (disk_key('', text, self.compiler_options, static, dynamic) + '.exe')
     compiled, loaded = compiled_noting_cache_hits(
         lambda: lowered.compile(compiler_options=self.compiler_options))
-    fresh = FRESH_COMPILE_OPTIONS.get(jax.default_backend())
-    unkept = executable.with_suffix('.unkept')  # names a program that could not be saved
-    if loaded and fresh is not None and not executable.exists() and not unkept.exists():
-      # JAX's cache held this program before this folder did: once, an executable to keep.
-      compiled, loaded = lowered.compile(
-          compiler_options={**(self.compiler_options or {}), **fresh}), False
-    try:
-      # XLA:CPU cannot serialise an executable it deserialised (it fails to run): one that
-      # JAX's cache gave is not saved, but an entry can name the same program saved before.
-      if not loaded:
+    if loaded:
+      DESERIALISED.add(program)
+    # One that cannot be serialised (a closed-over constant, a CPU thunk without a
+    # serialiser) runs unkept.
+    with contextlib.suppress(Exception):
+      if program not in DESERIALISED:
         save_executable(executable, compiled)
-      if executable.exists():
-        save_entry(path, executable, compiled.out_tree, known)
-    except Exception:  # pylint: disable=broad-except
-      # Not serialisable (a closed-over constant, a CPU thunk without a serialiser): noted,
-      # so that later runs do not compile it afresh for nothing.
-      with contextlib.suppress(OSError):
-        write_pruned(unkept, b'')
+      if executable.exists():  # saved now, or by another process: an entry names it
+        save_entry(path, executable, compiled.out_tree, known, program)
     return compiled
 
   def __call__(self, *args):

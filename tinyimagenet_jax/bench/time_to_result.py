@@ -264,7 +264,7 @@ def measure(case: Case, scratch: pathlib.Path, args: common.Args,
            'load_1min': round(common.median(loads[placement, cache]), 2)}
     row['goal'] = goal(case.name, cache, wall, row['ratio'])
     if errors[placement, cache]:
-      row['error'] = errors[placement, cache]
+      row['goal'], row['error'] = 'not met: the run failed', errors[placement, cache]
     rows.append(row)
   return rows
 
