@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from tinyimagenet_jax import build
+from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import programs
 from tinyimagenet_jax import steps
 from tinyimagenet_jax import tuning
@@ -216,3 +217,19 @@ def test_a_program_that_cannot_be_saved_runs_unkept(folder, salt, monkeypatch):
   ones = jnp.ones(2, jnp.int32)
   assert programs.Program(make(), 'septuple', 'a')(ones).tolist() == [7, 7]
   assert len(attempts) == 1 and not list(folder.iterdir())
+
+
+def test_runs_that_differ_in_their_optimizer_evaluate_with_one_executable():
+  """Evaluation reads no optimizer state, so without it the evaluation step of an SGD run and
+  of an Adam run is one executable here (else the second run's would be one only JAX's cache
+  held, traced again on every rerun)."""
+  batch = {**tiny_batch(), 'mask': jnp.ones(4, bool)}
+
+  def executable_name(tx, strip):
+    state = create_train_state(Tiny(), tx, 0, (2, 2, 1))
+    state = evaluation.without_optimizer(state) if strip else state
+    text = jax.jit(steps.eval_step).lower(state, batch).as_text()
+    return programs.disk_key('', text, None, (), (state, batch))
+
+  assert executable_name(optax.sgd(0.1), True) == executable_name(optax.adam(1e-3), True)
+  assert executable_name(optax.sgd(0.1), False) != executable_name(optax.adam(1e-3), False)

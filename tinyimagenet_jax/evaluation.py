@@ -85,11 +85,18 @@ def whole_on_host(tree):
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def without_optimizer(state: TrainState) -> TrainState:
+  """`state` less its optimizer's state, which no evaluation reads: runs that differ only in
+  their optimizer then evaluate with one program, kept once (`programs`)."""
+  return state.replace(opt_state=())
+
+
 def evaluate(run: build.Run, state: TrainState, split: str,
              keep_probabilities: bool = False) -> Scores:
   """Scores `state` on every real example of eval split `split` of `run`, batch by batch:
   gathered from the device path's resident split, else read on the host; either way the
   same evaluation step, one program for every split."""
+  state = without_optimizer(state)
   if run.device is not None and not keep_probabilities:
     data = run.device.splits[split]
     return Scores(means(jax.device_get([
