@@ -86,6 +86,18 @@ def test_device_evaluation_matches_the_host_evaluator(digits_config, tmp_path):
   assert on_host.metrics['count'] == 360
 
 
+@pytest.mark.parametrize('answers, agreed', [((True, True), True), ((True, False), False)])
+def test_processes_take_the_device_path_only_when_it_fits_on_every_one(monkeypatch, answers,
+                                                                       agreed):
+  """'auto' on several processes: one process whose devices lack the memory sends all of
+  them to the host path (the others' answers are gathered, as JAX's process_allgather
+  gives them)."""
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(jax, 'process_count', lambda: len(answers))
+  monkeypatch.setattr(multihost_utils, 'process_allgather', lambda mine: np.asarray(answers))
+  assert resident.every_process(True) is agreed
+
+
 @pytest.mark.parametrize('placement', ['host', 'device'])
 def test_evaluation_does_not_depend_on_the_eval_batch_size(digits_run, digits_config, placement):
   """The 360 test digits in batches of 96 (one padded) and of 72 (none padded): the same
