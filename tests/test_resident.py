@@ -92,9 +92,9 @@ def test_processes_take_the_device_path_only_when_it_fits_on_every_one(monkeypat
   """'auto' on several processes: one process whose devices lack the memory sends all of
   them to the host path (the others' answers are gathered, as JAX's process_allgather
   gives them)."""
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(jax, 'process_count', lambda: len(answers))
-  monkeypatch.setattr(multihost_utils, 'process_allgather', lambda mine: np.asarray(answers))
+  monkeypatch.setattr(resident.multihost_utils, 'process_allgather',
+                      lambda mine: np.asarray(answers))
   assert resident.every_process(True) is agreed
 
 

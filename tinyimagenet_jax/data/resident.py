@@ -18,6 +18,7 @@ import os
 
 import flax
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -80,7 +81,6 @@ def every_process(answer: bool) -> bool:
   in memory must still take one path, or each would wait for the other's collectives."""
   if jax.process_count() == 1:
     return answer
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   return bool(np.all(multihost_utils.process_allgather(np.asarray(answer))))
 
 
