@@ -231,6 +231,30 @@ def test_rotate_matches_the_host(shape):
       image, Scripted(uniform=[angle]), 180.0), x, angles.tolist()), rtol=0, atol=ROTATE)
 
 
+
+def test_rotating_by_no_angle_gives_the_float_images_exactly():
+  # The CPU path's conditional skips the sampling when every angle is 0; that is only
+  # right if sampling at angle 0 returns each pixel unchanged, to the bit.
+  x = images((9, 7, 3), batch=4)
+  zeros = np.zeros(len(x), np.float32)
+  expected = np.asarray(device_ops.to_float(x))
+  np.testing.assert_array_equal(jax.jit(device_ops.rotate_sampled)(x, zeros), expected)
+  np.testing.assert_array_equal(jax.jit(device_ops.rotate)(x, zeros), expected)
+
+
+def test_rotation_after_pixel_moves_gives_the_same_pixels_on_its_own_or_in_one_program():
+  # What the conditional changes is only what XLA fuses: a pad-crop and a flip before the
+  # rotation, in one program, give the pixels of the three ops run one call at a time.
+  x = images((12, 10, 3), batch=6)
+  offsets = np.array(device_ops.sample_pad_crop(key(), len(x), 2))
+  flips = np.arange(len(x)) % 2 == 0
+  angles = np.array(device_ops.sample_rotate(key(), len(x), 30.0))
+  moved = device_ops.flip(device_ops.pad_crop(x, offsets, 2), flips)
+  apart = jax.jit(device_ops.rotate_sampled)(np.asarray(moved), angles)
+  together = jax.jit(lambda x: device_ops.rotate(
+      device_ops.flip(device_ops.pad_crop(x, offsets, 2), flips), angles))(x)
+  np.testing.assert_allclose(together, apart, rtol=0, atol=1e-6)
+
 @pytest.mark.parametrize('shape', SHAPES)
 @pytest.mark.parametrize('name', ['adjust_brightness', 'adjust_contrast', 'adjust_saturation',
                                   'adjust_sharpness'])

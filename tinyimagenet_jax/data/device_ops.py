@@ -212,7 +212,26 @@ def sample_rotate(key: Array, batch_size: int, degrees: float) -> Array:
 
 def rotate(images: Array, angles: Array) -> Array:
   """Rotates each image counterclockwise by angles[b] degrees about its centre, bilinear,
-  edge-filled, float32: the host `rotate` geometry (float32 coordinates, not float64)."""
+  edge-filled, float32: the host `rotate` geometry (float32 coordinates, not float64).
+
+  On XLA:CPU the rotation sits behind a conditional (taken unless every angle is 0, where
+  rotating gives `to_float(images)` exactly): XLA otherwise fuses the gathers that made
+  `images` (the batch's rows, pad-crop, flip) into each of the rotation's four bilinear
+  reads, and 256 Tiny ImageNet images took 30 ms instead of 3.5 ms (WORKSPACE.md, "The
+  rotation's fusion"). Other backends rotate directly: a conditional can cost them a wait
+  for its predicate."""
+  return lax.platform_dependent(images, angles, cpu=rotate_apart, default=rotate_sampled)
+
+
+def rotate_apart(images: Array, angles: Array) -> Array:
+  """`rotate_sampled` in a conditional, which XLA does not fuse across, so the images are
+  made once before the rotation reads them."""
+  return lax.cond(jnp.any(angles != 0), rotate_sampled,
+                  lambda images, _: to_float(images), images, angles)
+
+
+def rotate_sampled(images: Array, angles: Array) -> Array:
+  """`rotate`'s pixels: each output pixel samples its position turned back about the centre."""
   images = to_float(images)
   height, width = images.shape[1:3]
   rows = jnp.arange(height, dtype=jnp.float32)[:, None] - (height - 1) / 2
