@@ -76,3 +76,18 @@ def test_unrolled_train_call_equals_the_projects_scan():
   np.testing.assert_allclose(unrolled[0], scan[0], rtol=1e-6)
   assert unrolled[1]['sum'].shape == (3,)
   np.testing.assert_allclose(unrolled[1]['sum'], scan[1]['sum'], rtol=1e-6)
+
+
+def test_the_fused_contender_runs_the_op_without_a_conditional(monkeypatch):
+  """`augment_apart`'s 'fused' variant must compile the augmentation with no conditional,
+  and its 'apart' variant (the project's rotate) with one, or the table compares nothing."""
+  images = jnp.asarray(tiny_split()[0][:BATCH])
+  angles = jnp.asarray([5.0, -3.0, 0.0, 12.0])
+  program = lambda: jax.jit(lambda *args: device_ops.rotate(*args)).lower(
+      images, angles).compile().as_text()  # a new function each time: traced afresh
+  apart = program()
+  monkeypatch.setattr(device_ops, 'apart_on_cpu', device_input.fused)
+  fused = program()
+  assert ' conditional(' in apart and ' conditional(' not in fused
+  np.testing.assert_allclose(jax.jit(device_ops.rotate)(images, angles),
+                             jax.jit(device_ops.rotate_sampled)(images, angles), atol=1e-6)

@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from tinyimagenet_jax import build, evaluation, train, writers
-from tinyimagenet_jax.data import decoded_cache, resident, sources
+from tinyimagenet_jax import build, evaluation, programs, train, writers
+from tinyimagenet_jax.data import decoded_cache, device_ops, resident, sources
 from tinyimagenet_jax.errors import ConfigError
 
 
@@ -76,6 +76,45 @@ def test_several_steps_a_call_give_the_metrics_of_one_step_a_call(digits_config,
     for key in ('train_loss', 'train_accuracy', 'test_loss', 'test_top1'):
       np.testing.assert_allclose(many[key], one[key], rtol=1e-5, atol=1e-6)
 
+
+
+def rotating(config):
+  """`config` on the device path with augmentations that compute pixels."""
+  config.data.placement = 'device'
+  config.augment.rotate_degrees, config.augment.contrast = 15.0, (0.7, 1.3)
+  return config
+
+
+def test_batches_made_apart_train_as_batches_made_in_the_step(digits_config, tmp_path,
+                                                               monkeypatch):
+  """On CPU a rotating run makes its batches in a program of their own; it trains as the one
+  program of batch and step does (to float rounding: the two compile the pixel arithmetic
+  differently)."""
+  config = rotating(digits_config)
+  assert isinstance(build.build(config).device.train_call, resident.BatchThenStep)
+  _, apart = train.train_and_evaluate(config, str(tmp_path / 'apart'))
+  monkeypatch.setattr(device_ops, 'batch_apart', lambda config: False)
+  assert isinstance(build.build(config).device.train_call, programs.Program)
+  _, together = train.train_and_evaluate(config, str(tmp_path / 'together'))
+  assert [record['step'] for record in writers.read_steps(str(tmp_path / 'apart'))] == list(
+      range(1, 45))
+  for one, other in zip(apart, together):
+    for key in ('train_loss', 'train_accuracy', 'test_loss', 'test_top1'):
+      np.testing.assert_allclose(one[key], other[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_making_batches_apart_resumes_exactly(digits_config, tmp_path):
+  config = rotating(digits_config)
+  whole_state, whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  config.num_epochs = 1
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  config.num_epochs = 2
+  state, history = train.train_and_evaluate(config, str(tmp_path / 'resumed'))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
+               jax.device_get(whole_state.params))
+  timing = ('seconds', 'images_per_second')
+  assert [{k: v for k, v in record.items() if k not in timing} for record in history] == [
+      {k: v for k, v in record.items() if k not in timing} for record in whole]
 
 def test_device_evaluation_matches_the_host_evaluator(digits_config, tmp_path):
   digits_config.data.placement = 'device'

@@ -63,8 +63,8 @@ class DevicePath:
 
   splits: dict[str, resident.ResidentSplit]  # 'train' and each eval split by name
   steps_per_call: int
-  train_call: programs.Program  # (state, data, order, position, first_step, seed, count)
-  #                                -> (state, metrics)
+  # (state, data, order, position, first_step, seed, count) -> (state, metrics)
+  train_call: programs.Program | resident.BatchThenStep
   eval_batch: programs.Program  # (data, index) -> that eval batch of the split, padded and masked
   epoch_order: programs.Program  # (epoch) -> that epoch's order of the training split
 
@@ -212,15 +212,27 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   constrain = lambda batch: jax.lax.with_sharding_constraint(batch, batches)
   splits = {name: resident.put_resident(source, everywhere)
             for name, source in {'train': train_source, **eval_sources}.items()}
-  train_call = resident.train_call(train_step_fn, device_ops.make_train_batch(config),
-                                   config.batch_size, constrain)
+  make_batch = device_ops.make_train_batch(config)
+  steps_per_call = steps_per_call_for(config, steps_per_epoch)
+  if steps_per_call == 1 and device_ops.batch_apart(config):
+    train_call = resident.BatchThenStep(
+        programs.Program(jax.jit(resident.training_batch(make_batch, config.batch_size),
+                                 in_shardings=(everywhere,) * 5, out_shardings=batches),
+                         'train_batch', context,
+                         compiler_options=device_ops.BATCH_APART_OPTIONS),
+        programs.Program(jax.jit(resident.one_step_stacked(train_step_fn), donate_argnums=0,
+                                 in_shardings=(everywhere, batches),
+                                 out_shardings=(everywhere, everywhere)),
+                         'train_step_call', context))
+  else:
+    train_call = programs.Program(
+        jax.jit(resident.train_call(train_step_fn, make_batch, config.batch_size, constrain),
+                static_argnums=6, donate_argnums=0, in_shardings=(everywhere,) * 6,
+                out_shardings=(everywhere, everywhere)),
+        'train_call', context, static_argnums=(6,))
   count = len(train_source)
   return DevicePath(
-      splits, steps_per_call_for(config, steps_per_epoch),
-      programs.Program(jax.jit(train_call, static_argnums=6, donate_argnums=0,
-                               in_shardings=(everywhere,) * 6,
-                               out_shardings=(everywhere, everywhere)),
-                       'train_call', context, static_argnums=(6,)),
+      splits, steps_per_call, train_call,
       # These two read only what their contexts name, so runs that differ elsewhere share them.
       programs.Program(jax.jit(resident.eval_batch(device_ops.make_eval_batch(config),
                                                    config.eval_batch_size),

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'device_input': device_input.device_input,
     'device_step_waits': device_input.device_step_waits,
     'steps_per_call': device_input.steps_per_call,
+    'augment_apart': device_input.augment_apart,
 }
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to measure, where one is needed.')

@@ -45,6 +45,7 @@ import dataclasses
 import functools
 import itertools
 import time
+import unittest.mock
 
 import jax
 from jax import lax
@@ -54,6 +55,7 @@ import numpy as np
 
 from tinyimagenet_jax import build, parallel, programs, steps, train
 from tinyimagenet_jax.bench import common, pipeline_vs_tfdata
+from tinyimagenet_jax.config import base_config
 from tinyimagenet_jax.data import device_ops, resident, sources
 
 # CIFAR-10's per-channel mean and standard deviation of the [0, 1] training pixels.
@@ -263,12 +265,16 @@ class Turns:
   @functools.cached_property
   def augmented_batch(self) -> Callable[[int], jax.Array]:
     """`batch(step)`: the first rows of the resident training split gathered and augmented
-    with step `step`'s key, jitted once and compiled by a first call."""
-    data = self.run.device.splits['train']
-    make = jax.jit(lambda key, rows: device_ops.make_train_batch(self.run.config)(
-        key, data.images[rows], data.labels[rows]))
-    rows = jnp.arange(self.run.config.batch_size)
-    batch = lambda step: make(resident.batch_key(0, step), rows)
+    with step `step`'s key as the device path makes them (in the train call's program, or
+    in a program of its own: `resident.BatchThenStep`), compiled by a first call."""
+    path = self.run.device
+    data, rows, seed = path.splits['train'], jnp.arange(len(path.splits['train'].labels)), 0
+    if isinstance(path.train_call, resident.BatchThenStep):
+      make = path.train_call.batch.compile(data, rows, 0, 0, resident.seed_argument(seed))
+    else:
+      make = jax.jit(resident.training_batch(device_ops.make_train_batch(self.run.config),
+                                             self.run.config.batch_size))
+    batch = lambda step: make(data, rows, 0, step, resident.seed_argument(seed))
     jax.block_until_ready(batch(0))
     return batch
 
@@ -398,3 +404,67 @@ def steps_per_call(args: common.Args) -> list[dict]:
            'within_5_percent': common.median(seconds) / math <= CALL_GOAL,
            'compile_seconds': round(compile_seconds.get(name, 0.0), 1)}
           for name, seconds in times.items()]
+
+
+# The reports' device augmentations that read a pixel more than once, as (image size, batch,
+# config.augment): tiny64's (fifth report, tiny_m1), tiny_models' (third) and the fourth
+# report's transforms for CIFAR-100.
+APART_CASES = {
+    'tiny64': (64, 256, {'flip_prob': 0.5, 'pad_crop': 8, 'rotate_degrees': 15.0}),
+    'tiny_models': (64, 128, {'flip_prob': 0.5, 'translate': 0.1, 'rotate_degrees': 15.0,
+                              'contrast': (0.7, 1.3)}),
+    'cifar100_transforms': (32, 128, {'flip_prob': 0.1, 'rotate_degrees': 20.0,
+                                      'color_jitter': (0.1, 0.1, 0.1), 'sharpness': (2.0, 0.1)}),
+}
+APART_POOL = 2048  # resident images a case's batches are gathered from
+
+
+def fused(op: Callable, acts: Callable, images: jax.Array, params) -> jax.Array:
+  """`device_ops.apart_on_cpu` without its conditional: what XLA fuses when let."""
+  del acts
+  return op(images, params)
+
+
+# augment_apart's variants: (the rotation's and sharpness' keeper, compiler options).
+APART_VARIANTS = {
+    'as_run': (device_ops.apart_on_cpu, device_ops.BATCH_APART_OPTIONS),
+    'no_conditional': (fused, device_ops.BATCH_APART_OPTIONS),
+    'with_step_flags': (device_ops.apart_on_cpu, None),
+    'neither': (fused, None),
+}
+
+
+def augment_apart(args: common.Args) -> list[dict]:
+  """Milliseconds of one training batch gathered and augmented on the device
+  (`make_train_batch`, random pixels), alternated: as the device path makes it on XLA:CPU
+  (`device_ops.batch_apart`: a program of its own, without YNNPACK's elementwise fusion, the
+  rotation and sharpness behind `apart_on_cpu`'s conditional), without the conditional, with
+  the step's flags (as in one program with the step), and with neither."""
+  rows = []
+  for name in args.models or APART_CASES:
+    size, batch_size, augment = APART_CASES[name]
+    config = base_config()
+    config.batch_size = batch_size
+    config.augment.update(augment)
+    key = jax.random.key(0)
+    images = jax.random.randint(key, (APART_POOL, size, size, 3), 0, 256).astype(jnp.uint8)
+    labels = jnp.zeros((APART_POOL,), jnp.int32)
+    picked = jax.random.permutation(key, APART_POOL)[:batch_size]
+    batches = {}
+    for variant, (keeper, options) in APART_VARIANTS.items():
+      with unittest.mock.patch.object(device_ops, 'apart_on_cpu', keeper):
+        make = device_ops.make_train_batch(config)
+        batch = jax.jit(lambda key, images, labels, rows, make=make: make(
+            key, images[rows], labels[rows])).lower(key, images, labels, picked).compile(
+                compiler_options=options)  # traced and compiled under the patch
+      batches[variant] = lambda key, batch=batch: batch(key, images, labels, picked)
+    keys = [jax.random.fold_in(key, index) for index in range(args.batches)]
+    times = common.alternate({variant: lambda fn=fn: jax.block_until_ready([fn(k) for k in keys])
+                              for variant, fn in batches.items()}, args.repeats)
+    ms = {variant: 1000 * common.median(times[variant]) / args.batches for variant in batches}
+    rows.append({'case': name, 'image_size': size, 'batch_size': batch_size,
+                 'augment': ', '.join(augment),
+                 **{f'{variant}_ms': round(value, 2) for variant, value in ms.items()},
+                 **{f'{variant}_over_as_run': round(ms[variant] / ms['as_run'], 2)
+                    for variant in list(batches)[1:]}})
+  return rows

@@ -33,6 +33,7 @@ resident split, the moves and the lookup into one loop over the output, about
 
 from collections.abc import Callable, Sequence
 import functools
+from typing import Any
 
 import jax
 from jax import lax
@@ -210,24 +211,26 @@ def sample_rotate(key: Array, batch_size: int, degrees: float) -> Array:
   return jax.random.uniform(key, (batch_size,), minval=-degrees, maxval=degrees)
 
 
+def apart_on_cpu(op: Callable[[Array, Any], Array], acts: Callable[[Any], Array],
+                 images: Array, params: Any) -> Array:
+  """`op(images, params)`; on XLA:CPU behind a conditional, taken when `acts(params)`, else
+  `to_float(images)` (which `op` must give exactly when it does not act). XLA otherwise
+  fuses the gathers that made `images` (the batch's rows, pad-crop, flip) into each of the
+  op's several reads of a pixel: 256 Tiny ImageNet images took 30 ms to rotate instead of
+  3.5 ms, and a sharpness 99 ms instead of 11 (WORKSPACE.md, "Augmentations kept apart on
+  XLA:CPU"). A conditional is a boundary fusion does not cross, so the images are made once.
+  Other backends run `op` directly: a conditional can cost them a wait for its predicate."""
+  def apart(images, params):
+    return lax.cond(acts(params), op, lambda images, _: to_float(images), images, params)
+
+  return lax.platform_dependent(images, params, cpu=apart, default=op)
+
+
 def rotate(images: Array, angles: Array) -> Array:
   """Rotates each image counterclockwise by angles[b] degrees about its centre, bilinear,
   edge-filled, float32: the host `rotate` geometry (float32 coordinates, not float64).
-
-  On XLA:CPU the rotation sits behind a conditional (taken unless every angle is 0, where
-  rotating gives `to_float(images)` exactly): XLA otherwise fuses the gathers that made
-  `images` (the batch's rows, pad-crop, flip) into each of the rotation's four bilinear
-  reads, and 256 Tiny ImageNet images took 30 ms instead of 3.5 ms (WORKSPACE.md, "The
-  rotation's fusion"). Other backends rotate directly: a conditional can cost them a wait
-  for its predicate."""
-  return lax.platform_dependent(images, angles, cpu=rotate_apart, default=rotate_sampled)
-
-
-def rotate_apart(images: Array, angles: Array) -> Array:
-  """`rotate_sampled` in a conditional, which XLA does not fuse across, so the images are
-  made once before the rotation reads them."""
-  return lax.cond(jnp.any(angles != 0), rotate_sampled,
-                  lambda images, _: to_float(images), images, angles)
+  Kept `apart_on_cpu` (rotating by 0 degrees gives `to_float(images)` exactly)."""
+  return apart_on_cpu(rotate_sampled, lambda angles: jnp.any(angles != 0), images, angles)
 
 
 def rotate_sampled(images: Array, angles: Array) -> Array:
@@ -350,7 +353,13 @@ def sample_sharpness(key: Array, batch_size: int, factor: float, prob: float) ->
 
 
 def sharpness(images: Array, params: dict) -> Array:
-  """adjust_sharpness by params['factor'] on the images params['apply'] picks; float32 out."""
+  """adjust_sharpness by params['factor'] on the images params['apply'] picks; float32 out.
+  Kept `apart_on_cpu`: its 3x3 filter reads each pixel nine times."""
+  return apart_on_cpu(sharpen_picked, lambda params: jnp.any(params['apply']), images, params)
+
+
+def sharpen_picked(images: Array, params: dict) -> Array:
+  """`sharpness`'s pixels: the picked images sharpened, the others as they are."""
   images = to_float(images)
   return jnp.where(per_image(params['apply']),
                    adjust_sharpness(images, params['factor']), images)
@@ -547,6 +556,22 @@ def unsupported(config: ml_collections.ConfigDict) -> list[str]:
   host = list(transforms.AUGMENTATIONS) + list(host_batch_ops.BATCH_OPS)
   device = set(DEVICE_AUGMENTATIONS) | set(DEVICE_BATCH_OPS)
   return [name for name in host if config.augment[name] and name not in device]
+
+
+# The augmentations that compute pixel values rather than only move pixels.
+PIXEL_ARITHMETIC = ('rotate_degrees', 'contrast', 'color_jitter', 'sharpness')
+# XLA:CPU compiler options for a batch made apart from its step: no YNNPACK elementwise
+# fusion (`tuning.FAST_CPU_FLAGS` turns it on for the step), which materialised each of the
+# pixel arithmetic's intermediate arrays between the gathers.
+BATCH_APART_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
+def batch_apart(config: ml_collections.ConfigDict) -> bool:
+  """Whether the device path makes each training batch in a program of its own, compiled
+  with BATCH_APART_OPTIONS, before the step's: on XLA:CPU when the augmentation computes
+  pixels. In one program with the step, tiny64's batch (flip, pad-crop, rotation) took 44 ms
+  of a 330 ms step, apart 5 ms (WORKSPACE.md, "Augmentations kept apart on XLA:CPU")."""
+  return jax.default_backend() == 'cpu' and any(config.augment[name] for name in PIXEL_ARITHMETIC)
 
 
 # Each random stage draws from fold_in(key, its index here), so switching one

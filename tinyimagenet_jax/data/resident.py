@@ -130,30 +130,78 @@ def batch_key(seed: int | jax.Array, step: jax.Array) -> jax.Array:
   return jax.random.fold_in(jax.random.key(seed ^ 0x5EED), step)
 
 
+def training_batch(make_batch: Callable, batch_size: int,
+                   constrain: Callable = lambda batch: batch) -> Callable:
+  """`batch(data, order, position, step, seed)`: the batch at rows position * B .. of
+  `order`, gathered from `data` and made by `make_batch` with `batch_key(seed, step)`, put in
+  the mesh's batch sharding by `constrain`."""
+
+  def batch(data: ResidentSplit, order: jax.Array, position: jax.Array, step: jax.Array,
+            seed: jax.Array) -> dict:
+    rows = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
+    return constrain(make_batch(batch_key(seed, step), data.images[rows], data.labels[rows]))
+
+  return batch
+
+
+def one_step_stacked(step_fn: Callable) -> Callable:
+  """`step_fn(state, batch)` whose metrics come stacked on a leading axis of one step."""
+
+  def step(state, batch: dict):
+    state, metrics = step_fn(state, batch)
+    return state, jax.tree.map(lambda value: value[None], metrics)
+
+  return step
+
+
 def train_call(step_fn: Callable, make_batch: Callable, batch_size: int,
                constrain: Callable = lambda batch: batch, unroll: bool = False) -> Callable:
   """`call(state, data, order, position, first_step, seed, count)`: `count` training steps
-  in one call (a `lax.scan` when count > 1, fully unrolled with `unroll`), step i on rows
-  (position + i) * B .. of `order`, gathered from `data` and augmented on the device with
-  `batch_key(seed, first_step + i)`; returns (state, per-step metrics stacked on a leading
-  axis). `seed` (a uint32 scalar) is an argument, so runs that differ only in their seed
-  share one program. `constrain` puts a batch in the mesh's batch sharding.
+  in one call (a `lax.scan` when count > 1, fully unrolled with `unroll`), step i on
+  `training_batch` position + i with `batch_key(seed, first_step + i)`; returns (state,
+  per-step metrics stacked on a leading axis). `seed` (a uint32 scalar) is an argument, so
+  runs that differ only in their seed share one program. `constrain` puts a batch in the
+  mesh's batch sharding.
   """
+  batch = training_batch(make_batch, batch_size, constrain)
 
   def call(state, data: ResidentSplit, order: jax.Array, position: jax.Array,
            first_step: jax.Array, seed: jax.Array, count: int):
     def one_step(state, offset):
-      rows = jax.lax.dynamic_slice_in_dim(order, (position + offset) * batch_size, batch_size)
-      batch = make_batch(batch_key(seed, first_step + offset), data.images[rows],
-                         data.labels[rows])
-      return step_fn(state, constrain(batch))
+      return step_fn(state, batch(data, order, position + offset, first_step + offset, seed))
 
     if count == 1:  # no loop: XLA:CPU runs a step about 3x slower inside one
-      state, metrics = one_step(state, 0)
-      return state, jax.tree.map(lambda value: value[None], metrics)
+      return one_step_stacked(one_step)(state, 0)
     return jax.lax.scan(one_step, state, jnp.arange(count), unroll=unroll)
 
   return call
+
+
+class BatchThenStep:
+  """A train call of one step (`train_call`'s signature, count 1) as two programs: the
+  `training_batch` (with compiler options of its own) then the step (`one_step_stacked`).
+  On XLA:CPU, YNNPACK's elementwise fusion speeds the model's step but made the batch's
+  pixel arithmetic 10x slower (`device_ops.batch_apart`)."""
+
+  def __init__(self, batch: Callable, step: Callable):
+    self.batch, self.step = batch, step  # programs.Program each
+
+  def compile(self, state, data: ResidentSplit, order: jax.Array, position, first_step, seed,
+              count: int) -> Callable:
+    """`(state, data, order, position, first_step, seed) -> (state, metrics)`, both programs
+    compiled."""
+    if count != 1:
+      raise ValueError(f'a batch program and a step program make one step a call, not {count}')
+    batch = self.batch.compile(data, order, position, first_step, seed)
+    step = self.step.compile(state, batch.out_info)
+    return lambda state, data, order, position, first_step, seed: step(
+        state, batch(data, order, position, first_step, seed))
+
+  def __call__(self, state, data: ResidentSplit, order: jax.Array, position, first_step, seed,
+               count: int):
+    """One step, compiled when needed."""
+    return self.compile(state, data, order, position, first_step, seed, count)(
+        state, data, order, position, first_step, seed)
 
 
 def seed_argument(seed: int | Sequence[int]) -> np.ndarray:
