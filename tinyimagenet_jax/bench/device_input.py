@@ -17,7 +17,8 @@ batch 128) on this machine's cores, alternated `--repeats` times in one process
                 the pixels from the decoded cache
 
 `device_step_waits`: `--batches` steps of the training loop's own `train.train_epoch`
-with `train.DeviceCalls` (gather, augment and step in one call), against as many
+with `train.DeviceCalls` (gather, augment and step in one call; on XLA:CPU, when the
+augmentation computes pixels, a batch program then a step program), against as many
 train steps on one cached device batch (the same model, batch and jitted step,
 metrics read one step late as the loop does), alternated; the goal is a ratio of at
 most 1.02. Alternated with them, the epoch's batches gathered and augmented alone
@@ -33,6 +34,12 @@ project's `lax.scan` and once with that scan fully unrolled (`resident.train_cal
 `unroll`: S copies of the step, no XLA while loop); each epoch's wall over `--batches` lone
 steps (a step on a cached device batch, timed alone); goal 1.05. Each variant's
 compile time (`DeviceCalls` compiling its call) is reported too.
+
+`augment_apart`: milliseconds of one training batch made on the device for the reports'
+augmentations that compute pixels (APART_CASES, random pixels, no --config), alternated:
+as the device path makes it on XLA:CPU (`device_ops.batch_apart`), and without each of its
+two measures (the conditional before the rotation and sharpness; the program of its own
+without YNNPACK's elementwise fusion).
 
 Data locations come from --config: `data.root` is the image folder
 (`<root>/train/<class>/*`: CIFAR-10, or Tiny ImageNet for tiny64_folder),
