@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 import numpy as np
 
 from tinyimagenet_jax import atomic
+from tinyimagenet_jax import programs
 
 PCA_DIMS = 50
 SEARCH_STEPS = 100  # binary-search halvings of the bandwidth; converged long before
@@ -128,15 +129,28 @@ def optimise_embedding(joint: jnp.ndarray, initial: jnp.ndarray, steps: int) -> 
   return jax.lax.fori_loop(0, steps, step, state)[0]
 
 
+def embedding_of(features: jnp.ndarray, perplexity: jnp.ndarray, seed: jnp.ndarray,
+                 steps: int) -> jnp.ndarray:
+  """`tsne`'s embedding of PCA-reduced features, from a random start drawn from `seed`."""
+  joint = joint_probabilities(features, perplexity)
+  initial = INITIAL_STD * jax.random.normal(jax.random.key(seed), (features.shape[0], 2))
+  return optimise_embedding(joint, initial, steps)
+
+
+# One program (kept across runs: `programs`), not a dozen small ones traced and compiled
+# afresh by every run that draws a t-SNE; the perplexity and seed are its arguments.
+EMBEDDING = programs.Program(jax.jit(embedding_of, static_argnums=3), 'tsne_embedding',
+                             context='tsne', static_argnums=(3,))
+
+
 def tsne(features: np.ndarray, perplexity: float = 30.0, steps: int = 1000,
          seed: int = 0) -> np.ndarray:
   """(N, 2) t-SNE embedding of (N, D) features; the same seed gives the same result."""
   features = np.asarray(features).reshape(len(features), -1)
   if not 1 <= perplexity < len(features) - 1:
     raise ValueError(f'perplexity={perplexity} must be in [1, N - 1) = [1, {len(features) - 1})')
-  joint = joint_probabilities(pca(features), perplexity)
-  initial = INITIAL_STD * jax.random.normal(jax.random.key(seed), (len(features), 2))
-  return np.asarray(optimise_embedding(joint, initial, steps))
+  return np.asarray(EMBEDDING(pca(features).astype(np.float32), np.float32(perplexity),
+                              np.uint32(seed), steps))
 
 
 def class_colours(num_classes: int) -> np.ndarray:
