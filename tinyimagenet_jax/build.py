@@ -216,9 +216,13 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   steps_per_call = steps_per_call_for(config, steps_per_epoch)
   if steps_per_call == 1 and device_ops.batch_apart(config):
     train_call = resident.BatchThenStep(
+        # The batch reads only the data and augmentation settings and the batch size: runs
+        # that differ elsewhere (the model, the optimizer) share its program.
         programs.Program(jax.jit(resident.training_batch(make_batch, config.batch_size),
                                  in_shardings=(everywhere,) * 5, out_shardings=batches),
-                         'train_batch', context,
+                         'train_batch',
+                         run_context(config.data, augment=config.augment.to_dict(),
+                                     batch_size=config.batch_size),
                          compiler_options=device_ops.BATCH_APART_OPTIONS),
         programs.Program(jax.jit(resident.one_step_stacked(train_step_fn), donate_argnums=0,
                                  in_shardings=(everywhere, batches),
