@@ -43,7 +43,7 @@ deer, horse and truck JPEGs (STL-10's classes but monkey) instead:
         "--config.transfer.data.classes=('automobile','deer','horse','truck')" \
         --config.transfer.num_epochs=5
 
-Time here (2 CPU cores): the smoke 7-8 s, 21-24 s on an empty compilation cache (up to
+Time here (2 CPU cores): the smoke 7-10 s, 21-28 s on an empty compilation cache (up to
 20 s and about a minute on this machine's slower days). With other training on the cores (load about 8): on the CIFAR-100 pieces about
 12 s per run plus 1.5 s per epoch; the CIFAR-10 stand-in transfer 43 s per epoch: the
 reduced run about 25 minutes.

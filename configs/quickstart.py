@@ -4,7 +4,7 @@
 
 Expected: test top-1 >= 0.95. Measured here (2 CPU cores): 0.9889 after 15 epochs with
 batches made on the device (the default), 0.9972-1.0000 on the host path (another data
-order); epochs of 0.9-2.3 s each (the machine's speed drifts), 18-50 s wall including
+order); epochs of 0.9-2.3 s each (the machine's speed drifts), 17-50 s wall including
 start-up, compilation, evaluation and figures.
 """
 
