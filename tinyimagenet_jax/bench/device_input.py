@@ -39,7 +39,7 @@ compile time (`DeviceCalls` compiling its call) is reported too.
 augmentations that compute pixels (APART_CASES, random pixels, no --config), alternated:
 as the device path makes it on XLA:CPU (`device_ops.batch_apart`), and without each of its
 two measures (the conditional before the rotation and sharpness; the program of its own
-without YNNPACK's elementwise fusion).
+compiled without YNNPACK's fusions).
 
 Data locations come from --config: `data.root` is the image folder
 (`<root>/train/<class>/*`: CIFAR-10, or Tiny ImageNet for tiny64_folder),
@@ -444,7 +444,7 @@ APART_VARIANTS = {
 def augment_apart(args: common.Args) -> list[dict]:
   """Milliseconds of one training batch gathered and augmented on the device
   (`make_train_batch`, random pixels), alternated: as the device path makes it on XLA:CPU
-  (`device_ops.batch_apart`: a program of its own, without YNNPACK's elementwise fusion, the
+  (`device_ops.batch_apart`: a program of its own, without YNNPACK's fusions, the
   rotation and sharpness behind `apart_on_cpu`'s conditional), without the conditional, with
   the step's flags (as in one program with the step), and with neither."""
   rows = []
