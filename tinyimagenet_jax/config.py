@@ -175,6 +175,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.grid = ()
   c.grid_metric = 'val_top1'
   c.grid_mode = 'max'
+  # JAX's persistent compilation cache and the kept whole programs: '' = the folder JAX was
+  # given (JAX_COMPILATION_CACHE_DIR), else ~/.cache/tinyimagenet_jax/jax (tuning.py).
+  c.compilation_cache_dir = ''
   c.progress_bar = True
   # Off a terminal (nohup, schedulers) the bar is one plain line this often, in seconds.
   c.progress_seconds = 30.0
