@@ -13,6 +13,7 @@ from tinyimagenet_jax import build
 from tinyimagenet_jax import evaluation
 from tinyimagenet_jax import programs
 from tinyimagenet_jax import steps
+from tinyimagenet_jax import train
 from tinyimagenet_jax import tuning
 from tinyimagenet_jax.state import create_train_state
 
@@ -233,3 +234,30 @@ def test_runs_that_differ_in_their_optimizer_evaluate_with_one_executable():
 
   assert executable_name(optax.sgd(0.1), True) == executable_name(optax.adam(1e-3), True)
   assert executable_name(optax.sgd(0.1), False) != executable_name(optax.adam(1e-3), False)
+
+
+@pytest.mark.parametrize('placement', ['host', 'device'])
+def test_a_quick_compile_run_compiles_every_program_so_and_trains_alike(
+    digits_config, tmp_path, monkeypatch, placement):
+  """`quick_compile` reaches every program a run makes (the smoke modes' compile time), and
+  changes only how XLA compiles: the run trains as a default one does (to float rounding)."""
+  made, original = [], programs.Program.__init__
+
+  def recording(self, jitted, name, *args, **kwargs):
+    made.append((name, kwargs.get('compiler_options') or {}))
+    original(self, jitted, name, *args, **kwargs)
+
+  monkeypatch.setattr(programs.Program, '__init__', recording)
+  digits_config.data.placement = placement
+  _, default = train.train_and_evaluate(digits_config, str(tmp_path / 'default'))
+  assert {name for name, options in made
+          if build.QUICK_COMPILE_OPTIONS['cpu'].items() <= options.items()} == {'initial_state'}
+  made.clear()
+  digits_config.quick_compile = True
+  _, quick = train.train_and_evaluate(digits_config, str(tmp_path / 'quick'))
+  assert len(made) >= 4  # the state, a train step or call, two evaluations
+  assert [name for name, options in made
+          if not build.QUICK_COMPILE_OPTIONS['cpu'].items() <= options.items()] == []
+  for one, other in zip(default, quick, strict=True):
+    for key in ('train_loss', 'train_accuracy', 'test_loss', 'test_top1'):
+      np.testing.assert_allclose(one[key], other[key], rtol=1e-4, atol=1e-5)

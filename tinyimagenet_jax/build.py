@@ -54,6 +54,11 @@ CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 # On CPU one: XLA:CPU ran conv4's step 3-6x slower inside a lax.scan than alone (WORKSPACE).
 AUTO_STEPS_PER_CALL = {'cpu': 1}
 AUTO_STEPS_PER_CALL_ACCELERATOR = 16
+# A `config.quick_compile` run's compiler options, by backend. XLA:CPU's older fusion
+# emitters compiled conv3's train call in 1.03 s instead of 1.68 s and cut the cold smoke
+# modes by a fifth or more; its steps ran 10% slower (tiny_m4, the quickstart's conv4) or
+# 6% faster (conv4 on CIFAR-10), so long runs keep the default (WORKSPACE.md, "Quick compiles").
+QUICK_COMPILE_OPTIONS = {'cpu': {'xla_cpu_use_fusion_emitters': False}}
 
 
 @dataclasses.dataclass
@@ -198,6 +203,13 @@ def run_context(config: ml_collections.ConfigDict, **derived) -> str:
   return json.dumps([fields, derived], sort_keys=True)
 
 
+def compiler_options(config: ml_collections.ConfigDict) -> dict | None:
+  """The compiler options of a run's programs: the backend's QUICK_COMPILE_OPTIONS when
+  `config.quick_compile`, else XLA's defaults (None)."""
+  return (QUICK_COMPILE_OPTIONS.get(jax.default_backend()) if config.get('quick_compile')
+          else None)
+
+
 def defined_here(model: nn.Module) -> bool:
   """Whether `model`'s class is this package's (so its source is in the programs' key)."""
   return type(model).__module__.split('.')[0] == __name__.split('.')[0]
@@ -213,6 +225,7 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   splits = {name: resident.put_resident(source, everywhere)
             for name, source in {'train': train_source, **eval_sources}.items()}
   make_batch = device_ops.make_train_batch(config)
+  options = compiler_options(config)
   steps_per_call = steps_per_call_for(config, steps_per_epoch)
   if steps_per_call == 1 and device_ops.batch_apart(config):
     train_call = resident.BatchThenStep(
@@ -223,17 +236,17 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                          'train_batch',
                          run_context(config.data, augment=config.augment.to_dict(),
                                      batch_size=config.batch_size),
-                         compiler_options=device_ops.BATCH_APART_OPTIONS),
+                         compiler_options={**device_ops.BATCH_APART_OPTIONS, **(options or {})}),
         programs.Program(jax.jit(resident.one_step_stacked(train_step_fn), donate_argnums=0,
                                  in_shardings=(everywhere, batches),
                                  out_shardings=(everywhere, everywhere)),
-                         'train_step_call', context))
+                         'train_step_call', context, compiler_options=options))
   else:
     train_call = programs.Program(
         jax.jit(resident.train_call(train_step_fn, make_batch, config.batch_size, constrain),
                 static_argnums=6, donate_argnums=0, in_shardings=(everywhere,) * 6,
                 out_shardings=(everywhere, everywhere)),
-        'train_call', context, static_argnums=(6,))
+        'train_call', context, static_argnums=(6,), compiler_options=options)
   count = len(train_source)
   return DevicePath(
       splits, steps_per_call, train_call,
@@ -241,10 +254,11 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       programs.Program(jax.jit(resident.eval_batch(device_ops.make_eval_batch(config),
                                                    config.eval_batch_size),
                                in_shardings=(everywhere, everywhere), out_shardings=batches),
-                       'eval_batch', run_context(config.data, batch_size=config.eval_batch_size)),
+                       'eval_batch', run_context(config.data, batch_size=config.eval_batch_size),
+                       compiler_options=options),
       programs.Program(jax.jit(lambda epoch: resident.epoch_order(config.seed, epoch, count),
                                out_shardings=everywhere),
-                       'epoch_order', json.dumps([config.seed, count])))
+                       'epoch_order', json.dumps([config.seed, count]), compiler_options=options))
 
 
 def open_sources(config: ml_collections.ConfigDict, purpose: str
@@ -272,6 +286,7 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
   model = models.build_model(config.model, len(class_names))
   input_shape = eval_transform.output_shape(sources.image_shape(some_source))
   tx = run_optimizer(config, steps_per_epoch)
+  options = compiler_options(config)
   make_state = lambda seeds: initial_state(config, model, tx, input_shape, seeds)
   context = run_context(config, steps_per_epoch=steps_per_epoch, classes=len(class_names),
                         input_shape=input_shape,
@@ -296,9 +311,10 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
       config, [train_source, *eval_sources.values()]) == 'device')
   return Run(config, mesh, train_source, eval_sources, class_names, steps_per_epoch,
              train_transform, eval_transform, model, state,
-             train_step=parallel.jit_train_step(mesh, step_fns['train'], context),
-             eval_step=parallel.jit_eval_step(mesh, step_fns['eval'], context),
+             train_step=parallel.jit_train_step(mesh, step_fns['train'], context, options),
+             eval_step=parallel.jit_eval_step(mesh, step_fns['eval'], context,
+                                              compiler_options=options),
              eval_outputs=parallel.jit_eval_step(mesh, wrap(steps.eval_outputs), context,
-                                                 'eval_outputs'),
+                                                 'eval_outputs', options),
              device=device_path(config, mesh, train_source, eval_sources, step_fns['train'],
                                 steps_per_epoch, context) if on_device else None)

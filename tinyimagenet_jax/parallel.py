@@ -46,14 +46,15 @@ def put_batch(batch: dict, mesh: Mesh) -> dict:
 
 
 def jit_train_step(mesh: Mesh, step_fn: Callable = steps.train_step,
-                   context: str | None = None) -> programs.Program:
-  """`step_fn` (`steps.train_step`) compiled for `mesh`; the input state is donated.
-  With a run's `context` the compiled program is kept (`programs`)."""
+                   context: str | None = None,
+                   compiler_options: dict | None = None) -> programs.Program:
+  """`step_fn` (`steps.train_step`) compiled for `mesh` (with `compiler_options`); the
+  input state is donated. With a run's `context` the compiled program is kept (`programs`)."""
   return programs.Program(jax.jit(
       step_fn,
       in_shardings=(replicated(mesh), batch_sharded(mesh)),
       out_shardings=(replicated(mesh), replicated(mesh)),
-      donate_argnums=0), 'train_step', context)
+      donate_argnums=0), 'train_step', context, compiler_options=compiler_options)
 
 
 def compile_step(jitted: programs.Program, state, host_batch: dict, mesh: Mesh):
@@ -67,9 +68,11 @@ def compile_step(jitted: programs.Program, state, host_batch: dict, mesh: Mesh):
 
 
 def jit_eval_step(mesh: Mesh, step_fn: Callable = steps.eval_step, context: str | None = None,
-                  name: str = 'eval_step') -> programs.Program:
-  """`step_fn` (`steps.eval_step`) compiled for `mesh`, kept under `name` in `context`."""
+                  name: str = 'eval_step', compiler_options: dict | None = None
+                  ) -> programs.Program:
+  """`step_fn` (`steps.eval_step`) compiled for `mesh` (with `compiler_options`), kept
+  under `name` in `context`."""
   return programs.Program(jax.jit(
       step_fn,
       in_shardings=(replicated(mesh), batch_sharded(mesh)),
-      out_shardings=replicated(mesh)), name, context)
+      out_shardings=replicated(mesh)), name, context, compiler_options=compiler_options)

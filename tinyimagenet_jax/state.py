@@ -17,8 +17,10 @@ from tinyimagenet_jax import programs
 # XLA:CPU, LLVM's optimisation of the initialisers' random-number code was nearly all of
 # their compile time: 18 small normal() draws compiled in 8.2 s with them and 1.9 s without
 # (WORKSPACE.md, "Compile time, smoke modes and the suite"); running that code unoptimised
-# costs far less than that.
-RUN_ONCE_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0}}
+# costs far less than that. XLA:CPU's older fusion emitters took another 35-50% off
+# (conv3's initial states: 0.30-0.43 s instead of 0.60-0.73 s; "Quick compiles").
+RUN_ONCE_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 0,
+                                     'xla_cpu_use_fusion_emitters': False}}
 
 
 def run_once(fn: Callable, *args, out_shardings=None, name: str = 'run_once',

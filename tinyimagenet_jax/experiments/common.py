@@ -119,6 +119,7 @@ def smoke(config: ml_collections.ConfigDict, steps: int = 3, epochs: int = 2,
   config.steps_per_epoch, config.num_epochs = steps, epochs
   config.progress_bar = False
   config.write_plots = False  # the runs' own curves; the experiment's figures stay
+  config.quick_compile = True  # a few steps: compiling is most of the wall
   return config
 
 
