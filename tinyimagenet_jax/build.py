@@ -54,11 +54,12 @@ CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 # On CPU one: XLA:CPU ran conv4's step 3-6x slower inside a lax.scan than alone (WORKSPACE).
 AUTO_STEPS_PER_CALL = {'cpu': 1}
 AUTO_STEPS_PER_CALL_ACCELERATOR = 16
-# A `config.quick_compile` run's compiler options, by backend. XLA:CPU's older fusion
-# emitters compiled conv3's train call in 1.03 s instead of 1.68 s and cut the cold smoke
-# modes by a fifth or more; its steps ran 10% slower (tiny_m4, the quickstart's conv4) or
-# 6% faster (conv4 on CIFAR-10), so long runs keep the default (WORKSPACE.md, "Quick compiles").
-QUICK_COMPILE_OPTIONS = {'cpu': {'xla_cpu_use_fusion_emitters': False}}
+# A `config.quick_compile` run's compiler options, by backend. On XLA:CPU, the older fusion
+# emitters with LLVM at -O1 compiled the smoke modes' train calls in half the time (conv3's
+# 0.80 s instead of 1.55 s) with steps as fast; with no LLVM optimisation they compiled in a
+# quarter, but tiny_m4's steps ran 8x slower (WORKSPACE.md, "Quick compiles").
+QUICK_COMPILE_OPTIONS = {'cpu': {'xla_cpu_use_fusion_emitters': False,
+                                 'xla_backend_optimization_level': 1}}
 
 
 @dataclasses.dataclass

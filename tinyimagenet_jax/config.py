@@ -178,9 +178,10 @@ def base_config() -> ml_collections.ConfigDict:
   # JAX's persistent compilation cache and the kept whole programs: '' = the folder JAX was
   # given (JAX_COMPILATION_CACHE_DIR), else ~/.cache/tinyimagenet_jax/jax (tuning.py).
   c.compilation_cache_dir = ''
-  # True: the run's programs compile with build.QUICK_COMPILE_OPTIONS (on XLA:CPU its older
-  # fusion emitters: a third less compile time, steps up to 10% slower or 6% faster). For
-  # runs of a few steps, whose compiles cost more than their math: the smoke modes.
+  # True: the run's programs compile with build.QUICK_COMPILE_OPTIONS (on XLA:CPU, older
+  # fusion emitters and LLVM at -O1: compiles twice as fast; steps of small models as fast,
+  # of full-size ones up to 10% slower).
+  # For runs of a few steps, whose compiles cost more than their math: the smoke modes.
   c.quick_compile = False
   c.progress_bar = True
   # Off a terminal (nohup, schedulers) the bar is one plain line this often, in seconds.
