@@ -54,12 +54,14 @@ CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 # On CPU one: XLA:CPU ran conv4's step 3-6x slower inside a lax.scan than alone (WORKSPACE).
 AUTO_STEPS_PER_CALL = {'cpu': 1}
 AUTO_STEPS_PER_CALL_ACCELERATOR = 16
-# A `config.quick_compile` run's compiler options, by backend. On XLA:CPU, the older fusion
-# emitters with LLVM at -O1 compiled the smoke modes' train calls in half the time (conv3's
-# 0.80 s instead of 1.55 s) with steps as fast; with no LLVM optimisation they compiled in a
-# quarter, but tiny_m4's steps ran 8x slower (WORKSPACE.md, "Quick compiles").
-QUICK_COMPILE_OPTIONS = {'cpu': {'xla_cpu_use_fusion_emitters': False,
-                                 'xla_backend_optimization_level': 1}}
+# A `config.quick_compile` run's compiler options, by backend and by what a program runs
+# over: the run's few steps, or whole evaluation splits (which a smoke mode does not shrink).
+# On XLA:CPU, the older fusion emitters with no LLVM optimisation compiled conv3's smoke train
+# call in 0.39 s instead of 1.55 s (steps of 2.2 ms instead of 1.0); LLVM at -O1 compiles in
+# about half the time with programs as fast (WORKSPACE.md, "Quick compiles").
+QUICK_COMPILE_OPTIONS = {'cpu': {
+    'steps': {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimization_level': 0},
+    'evaluation': {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimization_level': 1}}}
 
 
 @dataclasses.dataclass
@@ -204,11 +206,13 @@ def run_context(config: ml_collections.ConfigDict, **derived) -> str:
   return json.dumps([fields, derived], sort_keys=True)
 
 
-def compiler_options(config: ml_collections.ConfigDict) -> dict | None:
-  """The compiler options of a run's programs: the backend's QUICK_COMPILE_OPTIONS when
-  `config.quick_compile`, else XLA's defaults (None)."""
-  return (QUICK_COMPILE_OPTIONS.get(jax.default_backend()) if config.get('quick_compile')
-          else None)
+def compiler_options(config: ml_collections.ConfigDict, runs_over: str) -> dict | None:
+  """The compiler options of a run's programs that run over `runs_over` ('steps' or
+  'evaluation'): the backend's QUICK_COMPILE_OPTIONS when `config.quick_compile`, else
+  XLA's defaults (None)."""
+  if not config.get('quick_compile'):
+    return None
+  return QUICK_COMPILE_OPTIONS.get(jax.default_backend(), {}).get(runs_over)
 
 
 def defined_here(model: nn.Module) -> bool:
@@ -226,7 +230,7 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   splits = {name: resident.put_resident(source, everywhere)
             for name, source in {'train': train_source, **eval_sources}.items()}
   make_batch = device_ops.make_train_batch(config)
-  options = compiler_options(config)
+  options, eval_options = compiler_options(config, 'steps'), compiler_options(config, 'evaluation')
   steps_per_call = steps_per_call_for(config, steps_per_epoch)
   if steps_per_call == 1 and device_ops.batch_apart(config):
     train_call = resident.BatchThenStep(
@@ -256,7 +260,7 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                                                    config.eval_batch_size),
                                in_shardings=(everywhere, everywhere), out_shardings=batches),
                        'eval_batch', run_context(config.data, batch_size=config.eval_batch_size),
-                       compiler_options=options),
+                       compiler_options=eval_options),
       programs.Program(jax.jit(lambda epoch: resident.epoch_order(config.seed, epoch, count),
                                out_shardings=everywhere),
                        'epoch_order', json.dumps([config.seed, count]), compiler_options=options))
@@ -287,7 +291,7 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
   model = models.build_model(config.model, len(class_names))
   input_shape = eval_transform.output_shape(sources.image_shape(some_source))
   tx = run_optimizer(config, steps_per_epoch)
-  options = compiler_options(config)
+  options, eval_options = compiler_options(config, 'steps'), compiler_options(config, 'evaluation')
   make_state = lambda seeds: initial_state(config, model, tx, input_shape, seeds)
   context = run_context(config, steps_per_epoch=steps_per_epoch, classes=len(class_names),
                         input_shape=input_shape,
@@ -314,8 +318,8 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
              train_transform, eval_transform, model, state,
              train_step=parallel.jit_train_step(mesh, step_fns['train'], context, options),
              eval_step=parallel.jit_eval_step(mesh, step_fns['eval'], context,
-                                              compiler_options=options),
+                                              compiler_options=eval_options),
              eval_outputs=parallel.jit_eval_step(mesh, wrap(steps.eval_outputs), context,
-                                                 'eval_outputs', options),
+                                                 'eval_outputs', eval_options),
              device=device_path(config, mesh, train_source, eval_sources, step_fns['train'],
                                 steps_per_epoch, context) if on_device else None)
