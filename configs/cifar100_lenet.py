@@ -43,8 +43,8 @@ deer, horse and truck JPEGs (STL-10's classes but monkey) instead:
         "--config.transfer.data.classes=('automobile','deer','horse','truck')" \
         --config.transfer.num_epochs=5
 
-Time here (2 CPU cores): the smoke 7-10 s, 21-28 s on an empty compilation cache (up to
-20 s and about a minute on this machine's slower days). With other training on the cores (load about 8): on the CIFAR-100 pieces about
+Time here (2 CPU cores): the smoke 7-10 s, 15-21 s on an empty compilation cache (the
+machine's speed varies by up to 1.5x from day to day). With other training on the cores (load about 8): on the CIFAR-100 pieces about
 12 s per run plus 1.5 s per epoch; the CIFAR-10 stand-in transfer 43 s per epoch: the
 reduced run about 25 minutes.
 The full study was not run here (no download).

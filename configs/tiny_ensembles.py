@@ -21,8 +21,8 @@ rising with ensemble size. Writes into runs/tiny_ensembles what
 tinyimagenet_jax/experiments/tiny_ensembles.py lists.
 
 Offline here, the prepared dataset: --config.data.data_dir=/tmp/tfds_data
---config.data.download=False. Time here (2 CPU cores): the smoke about 5-6 s, 21-25 s
-on an empty compilation cache (up to 14 s and about a minute on slower days); M4
+--config.data.download=False. Time here (2 CPU cores): the smoke about 6-7 s, 14-18 s
+on an empty compilation cache (the machine's speed varies by up to 1.5x); M4
 trains at 25 images per second, over an hour per epoch of all 100,000 images, so the
 full runs want a GPU (with --config.data.num_workers set to feed it). See WORKSPACE.md.
 """

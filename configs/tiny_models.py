@@ -29,8 +29,8 @@ than the CNNs; VGG16's numbers are only in its figures. Writes into
 runs/tiny_models what tinyimagenet_jax/experiments/tiny_models.py lists.
 
 Offline here, the prepared dataset: --config.data.data_dir=/tmp/tfds_data
---config.data.download=False. Time here (2 CPU cores): the smoke 7-9 s, 20-24 s on
-an empty compilation cache (up to 17 s and about a minute on slower days); VGG16 at
+--config.data.download=False. Time here (2 CPU cores): the smoke 7-10 s, 15-18 s on
+an empty compilation cache (the machine's speed varies by up to 1.5x); VGG16 at
 64x64 trains at a few images per second, so the full comparison wants a GPU (with
 --config.data.num_workers set to feed it). See WORKSPACE.md.
 """
