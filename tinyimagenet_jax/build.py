@@ -40,7 +40,8 @@ from tinyimagenet_jax.data import resident
 from tinyimagenet_jax.data import sources
 from tinyimagenet_jax.data import transforms
 from tinyimagenet_jax.errors import ConfigError
-from tinyimagenet_jax.state import TrainState, create_train_state, run_once
+from tinyimagenet_jax.state import (RUN_ONCE_COMPILER_OPTIONS, TrainState, create_train_state,
+                                    run_once)
 
 # grain (the host path's batches) is imported where that path starts: a run on the device
 # path does not pay for it.
@@ -55,12 +56,13 @@ CONFIGS_DIR = pathlib.Path(__file__).resolve().parent.parent / 'configs'
 AUTO_STEPS_PER_CALL = {'cpu': 1}
 AUTO_STEPS_PER_CALL_ACCELERATOR = 16
 # A `config.quick_compile` run's compiler options, by backend and by what a program runs
-# over: the run's few steps, or whole evaluation splits (which a smoke mode does not shrink).
-# On XLA:CPU, the older fusion emitters with no LLVM optimisation compiled conv3's smoke train
-# call in 0.39 s instead of 1.55 s (steps of 2.2 ms instead of 1.0); LLVM at -O1 compiles in
-# about half the time with programs as fast (WORKSPACE.md, "Quick compiles").
+# over: the run's few steps, compiled as a program that runs once is, or whole evaluation
+# splits (which a smoke mode does not shrink). On XLA:CPU, the older fusion emitters with no
+# LLVM optimisation compiled conv3's smoke train call in 0.39 s instead of 1.55 s (steps of
+# 2.2 ms instead of 1.0); LLVM at -O1 compiles in about half the time with programs as fast
+# (WORKSPACE.md, "Quick compiles").
 QUICK_COMPILE_OPTIONS = {'cpu': {
-    'steps': {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimization_level': 0},
+    'steps': RUN_ONCE_COMPILER_OPTIONS['cpu'],
     'evaluation': {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimization_level': 1}}}
 
 
@@ -206,13 +208,13 @@ def run_context(config: ml_collections.ConfigDict, **derived) -> str:
   return json.dumps([fields, derived], sort_keys=True)
 
 
-def compiler_options(config: ml_collections.ConfigDict, runs_over: str) -> dict | None:
-  """The compiler options of a run's programs that run over `runs_over` ('steps' or
+def compiler_options(config: ml_collections.ConfigDict) -> dict[str, dict | None]:
+  """The compiler options of a run's programs by what they run over ('steps',
   'evaluation'): the backend's QUICK_COMPILE_OPTIONS when `config.quick_compile`, else
   XLA's defaults (None)."""
-  if not config.get('quick_compile'):
-    return None
-  return QUICK_COMPILE_OPTIONS.get(jax.default_backend(), {}).get(runs_over)
+  quick = (QUICK_COMPILE_OPTIONS.get(jax.default_backend(), {}) if config.get('quick_compile')
+           else {})
+  return {runs_over: quick.get(runs_over) for runs_over in ('steps', 'evaluation')}
 
 
 def defined_here(model: nn.Module) -> bool:
@@ -222,15 +224,15 @@ def defined_here(model: nn.Module) -> bool:
 
 def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                 train_source: Sequence, eval_sources: dict[str, Sequence],
-                train_step_fn: Callable, steps_per_epoch: int, context: str) -> DevicePath:
+                train_step_fn: Callable, steps_per_epoch: int, context: str,
+                options: dict[str, dict | None]) -> DevicePath:
   """Every split put in device memory, with jitted calls that step on it (kept in
-  `context`)."""
+  `context`, compiled with the run's `compiler_options`)."""
   everywhere, batches = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   constrain = lambda batch: jax.lax.with_sharding_constraint(batch, batches)
   splits = {name: resident.put_resident(source, everywhere)
             for name, source in {'train': train_source, **eval_sources}.items()}
   make_batch = device_ops.make_train_batch(config)
-  options, eval_options = compiler_options(config, 'steps'), compiler_options(config, 'evaluation')
   steps_per_call = steps_per_call_for(config, steps_per_epoch)
   if steps_per_call == 1 and device_ops.batch_apart(config):
     train_call = resident.BatchThenStep(
@@ -241,17 +243,18 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                          'train_batch',
                          run_context(config.data, augment=config.augment.to_dict(),
                                      batch_size=config.batch_size),
-                         compiler_options={**device_ops.BATCH_APART_OPTIONS, **(options or {})}),
+                         compiler_options={**device_ops.BATCH_APART_OPTIONS,
+                                           **(options['steps'] or {})}),
         programs.Program(jax.jit(resident.one_step_stacked(train_step_fn), donate_argnums=0,
                                  in_shardings=(everywhere, batches),
                                  out_shardings=(everywhere, everywhere)),
-                         'train_step_call', context, compiler_options=options))
+                         'train_step_call', context, compiler_options=options['steps']))
   else:
     train_call = programs.Program(
         jax.jit(resident.train_call(train_step_fn, make_batch, config.batch_size, constrain),
                 static_argnums=6, donate_argnums=0, in_shardings=(everywhere,) * 6,
                 out_shardings=(everywhere, everywhere)),
-        'train_call', context, static_argnums=(6,), compiler_options=options)
+        'train_call', context, static_argnums=(6,), compiler_options=options['steps'])
   count = len(train_source)
   return DevicePath(
       splits, steps_per_call, train_call,
@@ -260,10 +263,11 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                                                    config.eval_batch_size),
                                in_shardings=(everywhere, everywhere), out_shardings=batches),
                        'eval_batch', run_context(config.data, batch_size=config.eval_batch_size),
-                       compiler_options=eval_options),
+                       compiler_options=options['evaluation']),
       programs.Program(jax.jit(lambda epoch: resident.epoch_order(config.seed, epoch, count),
                                out_shardings=everywhere),
-                       'epoch_order', json.dumps([config.seed, count]), compiler_options=options))
+                       'epoch_order', json.dumps([config.seed, count]),
+                       compiler_options=options['steps']))
 
 
 def open_sources(config: ml_collections.ConfigDict, purpose: str
@@ -291,7 +295,7 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
   model = models.build_model(config.model, len(class_names))
   input_shape = eval_transform.output_shape(sources.image_shape(some_source))
   tx = run_optimizer(config, steps_per_epoch)
-  options, eval_options = compiler_options(config, 'steps'), compiler_options(config, 'evaluation')
+  options = compiler_options(config)
   make_state = lambda seeds: initial_state(config, model, tx, input_shape, seeds)
   context = run_context(config, steps_per_epoch=steps_per_epoch, classes=len(class_names),
                         input_shape=input_shape,
@@ -316,10 +320,11 @@ def build(config: ml_collections.ConfigDict, purpose: str = 'train') -> Run:
       config, [train_source, *eval_sources.values()]) == 'device')
   return Run(config, mesh, train_source, eval_sources, class_names, steps_per_epoch,
              train_transform, eval_transform, model, state,
-             train_step=parallel.jit_train_step(mesh, step_fns['train'], context, options),
+             train_step=parallel.jit_train_step(mesh, step_fns['train'], context,
+                                                options['steps']),
              eval_step=parallel.jit_eval_step(mesh, step_fns['eval'], context,
-                                              compiler_options=eval_options),
+                                              compiler_options=options['evaluation']),
              eval_outputs=parallel.jit_eval_step(mesh, wrap(steps.eval_outputs), context,
-                                                 'eval_outputs', eval_options),
+                                                 'eval_outputs', options['evaluation']),
              device=device_path(config, mesh, train_source, eval_sources, step_fns['train'],
-                                steps_per_epoch, context) if on_device else None)
+                                steps_per_epoch, context, options) if on_device else None)

@@ -180,7 +180,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.compilation_cache_dir = ''
   # True: the run's programs compile with build.QUICK_COMPILE_OPTIONS (on XLA:CPU, older
   # fusion emitters; LLVM at -O0 for the steps, -O1 for evaluations: compiles 2-4x faster,
-  # steps 2-8x slower). For runs of a few steps, whose compiles cost more than their math.
+  # steps 1.2-8x slower). For runs of a few steps, whose compiles cost more than their math.
   c.quick_compile = False
   c.progress_bar = True
   # Off a terminal (nohup, schedulers) the bar is one plain line this often, in seconds.
