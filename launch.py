@@ -161,7 +161,7 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   workdir = flags.FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename)
-  sys.exit(run(flags.FLAGS.config, workdir))
+  cli.exit_without_teardown(run(flags.FLAGS.config, workdir))
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ import pytest
 
 from tinyimagenet_jax import cli
 
-from helpers import REPO
+from helpers import REPO, run_python
 
 EXPORT = ('-m', 'tinyimagenet_jax.data.tiny_imagenet.export')
 PREVIEW = ('-m', 'tinyimagenet_jax.data.preview')
@@ -73,3 +73,29 @@ def test_help_still_exits_0():
   result = subprocess.run([sys.executable, *PREVIEW, '--help'], cwd=REPO, capture_output=True,
                           text=True, timeout=300, check=False)
   assert result.returncode == 0 and '--image' in result.stdout
+
+
+ENDING = """
+import atexit, pathlib, sys, threading, time
+from tinyimagenet_jax import cli
+out = pathlib.Path(sys.argv[1])
+atexit.register(lambda: (out / 'atexit').write_text('ran'))
+if sys.argv[2] == 'worker':
+  def work():
+    time.sleep(0.5)
+    (out / 'worker').write_text('done')
+  threading.Thread(target=work).start()
+print('the whole line, buffered in a pipe')
+cli.exit_without_teardown(3)
+"""
+
+
+@pytest.mark.parametrize('worker', ['worker', 'alone'])
+def test_a_command_ends_with_its_status_its_output_and_its_atexit_handlers(worker, tmp_path):
+  """Skipping the interpreter's teardown loses nothing: the status, the buffered output, the
+  atexit handlers' work and a running non-daemon thread's work all arrive."""
+  result = run_python(ENDING, str(tmp_path), worker)
+  assert result.returncode == 3, result.stderr[-2000:]
+  assert result.stdout == 'the whole line, buffered in a pipe\n'
+  assert (tmp_path / 'atexit').read_text() == 'ran'
+  assert (tmp_path / 'worker').exists() == (worker == 'worker')

@@ -6,9 +6,12 @@ flag, a value that does not parse, a required flag missing), of `app.UsageError`
 this project's `UserError`s raised by `main`.
 """
 
+import atexit
 from collections.abc import Callable
 import functools
+import os
 import sys
+import threading
 from typing import NoReturn
 
 from absl import app
@@ -31,6 +34,23 @@ def fail(message: str) -> NoReturn:
   """Prints `message` as one `error:` line and exits with status 2."""
   print_error(message)
   sys.exit(USAGE_ERROR)
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+  """Ends a command whose work is done with status `code`: runs the atexit handlers (logs,
+  TensorBoard files, JAX's shutdown), flushes stdout and stderr, then skips the interpreter's
+  teardown of XLA and the loaded modules, 0.4 s here that a finished run does not need. While
+  another non-daemon thread runs, exits as usual, which waits for it."""
+  if any(thread is not threading.main_thread() and not thread.daemon
+         for thread in threading.enumerate()):
+    sys.exit(code)
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):  # a closed pipe or stream: nothing more can be told
+      pass
+  os._exit(code)
 
 
 def summary(error: BaseException) -> str:
@@ -68,7 +88,8 @@ def parse_flags(argv: list[str], fix: str = FLAGS_HELP) -> list[str]:
 
 
 def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-  """`main` with a UserError or app.UsageError it raises printed as one line, exit 2."""
+  """`main` with a UserError or app.UsageError it raises printed as one line, exit 2;
+  when it returns, the process ends at once (`exit_without_teardown`)."""
 
   @functools.wraps(main)
   def guarded(argv: list[str]) -> None:
@@ -76,6 +97,7 @@ def one_line_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], 
       main(argv)
     except (UserError, app.UsageError) as error:
       fail(str(error))
+    exit_without_teardown(0)
 
   return guarded
 
