@@ -1,5 +1,6 @@
 """Every command-line entry point tells a user's mistake in one line and exits with status 2."""
 
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 
 from tinyimagenet_jax import cli
 
-from helpers import REPO, run_python
+from helpers import REPO
 
 EXPORT = ('-m', 'tinyimagenet_jax.data.tiny_imagenet.export')
 PREVIEW = ('-m', 'tinyimagenet_jax.data.preview')
@@ -90,12 +91,19 @@ cli.exit_without_teardown(3)
 """
 
 
-@pytest.mark.parametrize('worker', ['worker', 'alone'])
-def test_a_command_ends_with_its_status_its_output_and_its_atexit_handlers(worker, tmp_path):
+@pytest.mark.parametrize('how', ['worker', 'alone', 'profiled'])
+def test_a_command_ends_with_its_status_its_output_and_its_atexit_handlers(how, tmp_path):
   """Skipping the interpreter's teardown loses nothing: the status, the buffered output, the
-  atexit handlers' work and a running non-daemon thread's work all arrive."""
-  result = run_python(ENDING, str(tmp_path), worker)
-  assert result.returncode == 3, result.stderr[-2000:]
+  atexit handlers' work, a running non-daemon thread's work and a profiler's output arrive."""
+  script = tmp_path / 'command.py'
+  script.write_text(ENDING)
+  profiler = ('-m', 'cProfile', '-o', str(tmp_path / 'profile')) if how == 'profiled' else ()
+  result = subprocess.run([sys.executable, *profiler, str(script), str(tmp_path), how],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, 'PYTHONPATH': str(REPO)})
+  # cProfile's own main ends with status 0 whatever the program's
+  assert result.returncode == (0 if profiler else 3), result.stderr[-2000:]
   assert result.stdout == 'the whole line, buffered in a pipe\n'
   assert (tmp_path / 'atexit').read_text() == 'ran'
-  assert (tmp_path / 'worker').exists() == (worker == 'worker')
+  assert (tmp_path / 'worker').exists() == (how == 'worker')
+  assert (tmp_path / 'profile').exists() == (how == 'profiled')

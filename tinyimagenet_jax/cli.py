@@ -39,10 +39,12 @@ def fail(message: str) -> NoReturn:
 def exit_without_teardown(code: int) -> NoReturn:
   """Ends a command whose work is done with status `code`: runs the atexit handlers (logs,
   TensorBoard files, JAX's shutdown), flushes stdout and stderr, then skips the interpreter's
-  teardown of XLA and the loaded modules, 0.4 s here that a finished run does not need. While
-  another non-daemon thread runs, exits as usual, which waits for it."""
-  if any(thread is not threading.main_thread() and not thread.daemon
-         for thread in threading.enumerate()):
+  teardown of XLA and the loaded modules, 0.4 s here that a finished run does not need. Exits
+  as usual while another non-daemon thread runs (the exit waits for it), and under a profiler,
+  tracer or debugger (cProfile, coverage, pdb write their results after the program)."""
+  if sys.getprofile() is not None or sys.gettrace() is not None or any(
+      thread is not threading.main_thread() and not thread.daemon
+      for thread in threading.enumerate()):
     sys.exit(code)
   atexit._run_exitfuncs()  # pylint: disable=protected-access
   for stream in (sys.stdout, sys.stderr):
