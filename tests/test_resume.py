@@ -285,7 +285,7 @@ def test_allowed_changes_are_accepted_and_the_run_continues(digits_run, digits_c
              'data.decoded_cache': True, 'data.num_workers': 0, 'data.num_threads': 1,
              'data.prefetch_batches': 2, 'data.device_memory_fraction': 0.5,
              'progress_bar': False, 'progress_seconds': 5.0, 'write_plots': False,
-             'checkpoint_every_steps': 5,
+             'checkpoint_every_steps': 5, 'checkpoint_min_seconds': 0,
              'max_checkpoints_to_keep': 3, 'keep_best_checkpoints': 1, 'best_metric': 'test_loss',
              'best_mode': 'min', 'eval_batch_size': 72, 'mode': 'train', 'restart': False}
   assert set(changed) | {'compilation_cache_dir'} == resumption.ALLOWED_CHANGES
@@ -409,3 +409,27 @@ def test_best_checkpoints_are_kept_besides_the_latest(digits_config, tmp_path):
   kept = checkpoint.Checkpoints(str(tmp_path / 'checkpoints'), 1).all_steps()
   assert best != history[-1]['step']
   assert kept == [best, history[-1]['step']]
+
+
+def test_epoch_ends_are_saved_min_seconds_apart_and_a_run_resumes_from_an_older_one(tmp_path):
+  """checkpoint_min_seconds: with an hour, a 3-epoch run saves its first and last epoch ends;
+  with 0, or with keep_best_checkpoints, every one. A rerun whose newest checkpoint was lost
+  resumes from the first epoch's and ends as the run that saved every epoch end."""
+  settings = {'hour': {'checkpoint_min_seconds': 3600},
+              'every': {'checkpoint_min_seconds': 0},
+              'best': {'checkpoint_min_seconds': 3600, 'keep_best_checkpoints': 1}}
+  configs, epoch_ends = {}, {}
+  for name, overrides in settings.items():
+    configs[name] = make_digits_config()
+    configs[name].update({'num_epochs': 3, 'max_checkpoints_to_keep': 5, 'write_plots': False,
+                          **overrides})
+    _, history = train.train_and_evaluate(configs[name], str(tmp_path / name))
+    epoch_ends[name] = [record['step'] for record in history]
+  first, _, last = epoch_ends['hour']
+  assert saved_steps(tmp_path / 'hour') == {first, last}
+  assert saved_steps(tmp_path / 'every') == saved_steps(tmp_path / 'best') == set(
+      epoch_ends['every'])
+  shutil.rmtree(tmp_path / 'hour' / 'checkpoints' / str(last))
+  train.train_and_evaluate(configs['hour'], str(tmp_path / 'hour'))
+  assert saved_steps(tmp_path / 'hour') == {first, last}
+  assert_same_run(tmp_path / 'hour', tmp_path / 'every')

@@ -12,7 +12,10 @@ A checkpoint (`<workdir>/checkpoints/<step>/`) holds four items:
 Orbax writes each checkpoint to a temporary folder and renames it when
 complete, so a crash mid-save leaves the previous one restorable. A checkpoint
 damaged on disk afterwards (a truncated array, a missing item) is reported in
-one line, set aside as `damaged-<step>`, and the newest intact one is used. Restoring
+one line, set aside as `damaged-<step>`, and the newest intact one is used. A save
+may be skippable (an epoch end before the last): Orbax's continuous-checkpointing
+policy then saves it only when `min_seconds` have passed since the newest
+checkpoint and none is still being written, decided by the first process for all. Restoring
 goes through an abstract state carrying the current shardings, so arrays land
 on the current mesh whatever device count wrote them. The newest `keep` and
 the best `keep_best` (by an eval metric of the epoch-end saves) are kept.
@@ -89,13 +92,15 @@ class Checkpoints:
   """Saves and restores (state, data position, progress, config) under `directory`."""
 
   def __init__(self, directory: str, keep: int, keep_best: int = 0, best_metric: str = '',
-               best_mode: str = 'max'):
-    self.directory = os.path.abspath(directory)
+               best_mode: str = 'max', min_seconds: int = 0):
+    self.directory, self.min_seconds = os.path.abspath(directory), min_seconds
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             create=True, preservation_policy=_preservation(keep, keep_best, best_metric,
-                                                           best_mode)))
+                                                           best_mode),
+            save_decision_policy=checkpoint_managers.ContinuousCheckpointingPolicy(
+                minimum_interval_secs=min_seconds)))
 
   def latest_step(self) -> int | None:
     """The step of the newest complete checkpoint, or None."""
@@ -106,8 +111,11 @@ class Checkpoints:
     return sorted(self._manager.all_steps())
 
   def save(self, state: TrainState, data: 'grain.DatasetIterator | None', progress: Progress,
-           config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
-    """Starts saving in the background; the next save or `close` waits for it.
+           config: ml_collections.ConfigDict, metrics: dict | None = None,
+           skippable: bool = False) -> bool:
+    """Starts saving in the background (the next save or `close` waits for it); returns
+    whether it saves: always, unless `skippable` with `min_seconds` set and the newest
+    checkpoint younger than that or still being written.
 
     `data` is the host pipeline's iterator (None on the device path, where the
     step alone says where the data is); `metrics` (an epoch's eval results) rank
@@ -118,7 +126,8 @@ class Checkpoints:
                  config=ocp.args.JsonSave(config.to_dict()))
     if data is not None:
       items['data'] = grain_checkpoint().CheckpointSave(data)
-    self._manager.save(step_of(state), args=ocp.args.Composite(**items), metrics=metrics)
+    return self._manager.save(step_of(state), args=ocp.args.Composite(**items), metrics=metrics,
+                              force=not (skippable and self.min_seconds))
 
   def restore_latest(self, like: TrainState, data: 'grain.DatasetIterator | None',
                      accept: Callable[[dict], None] = lambda config: None

@@ -22,6 +22,7 @@ ALLOWED_CHANGES = frozenset({
     'data.device_memory_fraction',
     # what is shown and kept, not what is computed
     'progress_bar', 'progress_seconds', 'write_plots', 'checkpoint_every_steps',
+    'checkpoint_min_seconds',
     'max_checkpoints_to_keep', 'keep_best_checkpoints', 'best_metric', 'best_mode',
     'eval_batch_size', 'compilation_cache_dir', 'mode', 'restart',
 })

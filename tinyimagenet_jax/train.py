@@ -329,8 +329,9 @@ def train_and_evaluate(
   """Trains until a stop rule holds; returns the final state and the history.
 
   Rerunning on the same workdir resumes exactly from the newest checkpoint
-  (saved at each epoch end, every `checkpoint_every_steps`, and on SIGTERM or
-  SIGINT): the same parameters and metrics as a run never interrupted.
+  (saved at epoch ends at least `checkpoint_min_seconds` apart and at the last, every
+  `checkpoint_every_steps`, and on SIGTERM or SIGINT): the same parameters and metrics as
+  a run never interrupted.
   """
   run = build.build(config)
   mesh, state, steps_per_epoch = run.mesh, run.state, run.steps_per_epoch
@@ -346,7 +347,8 @@ def train_and_evaluate(
       multihost_utils.sync_global_devices('start over')
   checkpoints = checkpoint.Checkpoints(
       checkpoint.directory(workdir), config.max_checkpoints_to_keep,
-      config.keep_best_checkpoints, config_lib.best_metric(config), config.best_mode)
+      config.keep_best_checkpoints, config_lib.best_metric(config), config.best_mode,
+      config.checkpoint_min_seconds)
   stream = run.train_batches() if run.device is None else None
   try:
     restored = checkpoints.restore_latest(
@@ -429,9 +431,11 @@ def train_and_evaluate(
           snapshots.save_if_chosen(state, epoch, config.snapshot_epochs, workdir)
         progress = checkpoint.Progress(history)
         writer.write(history)
-        checkpoints.save(state, stream, progress, config,
-                         metrics={k: v for k, v in record.items() if isinstance(v, float)})
-        last_saved = record['step']
+        if checkpoints.save(state, stream, progress, config,
+                            metrics={k: v for k, v in record.items() if isinstance(v, float)},
+                            skippable=not (is_finished(history, config)
+                                           or config.keep_best_checkpoints)):
+          last_saved = record['step']
         tqdm.tqdm.write(summarize(record))
   finally:
     if bar is not None:
