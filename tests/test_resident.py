@@ -17,6 +17,19 @@ def test_each_epoch_is_a_permutation_drawn_from_seed_and_epoch():
   assert not np.array_equal(orders[0], np.asarray(resident.epoch_order(8, 0, 1437)))
 
 
+def test_the_device_paths_epoch_order_program_draws_the_same_permutations(digits_config):
+  """The run's epoch-order program is compiled with the run-once options; its orders are
+  those of resident.epoch_order compiled as XLA's defaults compile it."""
+  digits_config.data.placement = 'device'
+  path = build.build(digits_config).device
+  count = len(path.splits['train'].labels)
+  for epoch in (0, 1, 14):
+    np.testing.assert_array_equal(
+        np.asarray(path.epoch_order(epoch)),
+        np.asarray(jax.jit(resident.epoch_order, static_argnums=(0, 2))(
+            digits_config.seed, epoch, count)))
+
+
 def test_a_resident_split_holds_the_sources_records_in_order():
   source = sources.digits('test')
   split = resident.put_resident(source, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
