@@ -13,6 +13,7 @@ from tinyimagenet_jax import members, snapshots, steps, train, writers
 from tinyimagenet_jax.errors import ConfigError
 from tinyimagenet_jax.experiments import common
 from tinyimagenet_jax.models import lenet, member_ops
+from tinyimagenet_jax.models.conv import NHWC
 
 RESULT_KEYS = ('train_loss', 'train_accuracy', 'test_loss', 'test_top1', 'test_top5')
 
@@ -156,8 +157,8 @@ def test_fused_members_have_no_grouped_convolutions(lenet_members, formulation, 
 def _conv_loss(conv):
   """A two-layer loss of (first kernel, second kernel, images): VALID then strided SAME."""
   def loss(kernel, second, images):
-    hidden = jnp.tanh(conv(images, kernel, (1, 1), 'VALID', dimension_numbers=member_ops.NHWC))
-    out = conv(hidden, second, (2, 2), 'SAME', dimension_numbers=member_ops.NHWC)
+    hidden = jnp.tanh(conv(images, kernel, (1, 1), 'VALID', dimension_numbers=NHWC))
+    out = conv(hidden, second, (2, 2), 'SAME', dimension_numbers=NHWC)
     return jnp.sum(out ** 2)
   return loss
 
@@ -197,7 +198,7 @@ def test_member_conv_outside_vmap_is_lax_and_passes_other_kinds_through():
                              jax.tree.leaves(grads(lax.conv_general_dilated))):
     np.testing.assert_allclose(leaf, reference, rtol=1e-6, atol=1e-6 * np.abs(reference).max())
   grouped = [conv(images[..., :2], kernel[:, :, :1], (1, 1), 'SAME', feature_group_count=2,
-                  dimension_numbers=member_ops.NHWC)
+                  dimension_numbers=NHWC)
              for conv in (member_ops.conv_general_dilated, lax.conv_general_dilated)]
   np.testing.assert_array_equal(*grouped)
 

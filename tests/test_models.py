@@ -9,6 +9,7 @@ import pytest
 
 from tinyimagenet_jax import models
 from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.models import conv as conv_lib
 from tinyimagenet_jax.models import layers
 
 
@@ -310,3 +311,52 @@ def test_unknown_activation_names_the_valid_ones():
   with pytest.raises(ConfigError, match=r"config\.model\.activation='relu6'.*"
                                         r'leaky_relu, relu, sigmoid, tanh'):
     init('conv4', (32, 32, 3), activation='relu6')
+
+
+# (input NHWC, kernel HWIO, explicit pads): maps smaller than their kernel, as the end of
+# conv4 on 8x8 digits (2x2 and 1x1 under 3x3), AlexNet at 32x32 (3x3 under 5x5), and
+# asymmetric or non-square cases.
+SMALLER_THAN_KERNEL = [((4, 2, 2, 3), (3, 3, 3, 5), ((1, 1), (1, 1))),
+                       ((4, 1, 1, 6), (3, 3, 6, 5), ((1, 1), (1, 1))),
+                       ((2, 3, 3, 3), (5, 5, 3, 4), ((2, 2), (2, 2))),
+                       ((2, 2, 2, 3), (3, 3, 3, 4), ((2, 0), (0, 1))),
+                       ((2, 2, 5, 2), (3, 3, 2, 3), ((1, 1), (0, 0)))]
+
+
+@pytest.mark.parametrize('x_shape, w_shape, pads', SMALLER_THAN_KERNEL)
+def test_a_map_smaller_than_its_kernel_convolves_as_lax_does_values_and_gradients(
+    x_shape, w_shape, pads):
+  """The matrix product gives lax's convolution and both gradients, to float rounding."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  x, w = jax.random.normal(keys[0], x_shape), jax.random.normal(keys[1], w_shape)
+  assert conv_lib.smaller_than_kernel(x_shape, w_shape, (1, 1))
+
+  def loss(fn):
+    exact = lambda x, w: fn(x, w, (1, 1), pads, dimension_numbers=conv_lib.NHWC,
+                             precision=jax.lax.Precision.HIGHEST)
+    return lambda x, w: jnp.sum(jnp.sin(exact(x, w)) * jnp.arange(exact(x, w).size).reshape(
+        exact(x, w).shape))
+
+  want = jax.value_and_grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, w)
+  got = jax.value_and_grad(loss(lambda x, w, strides, pads, **_: conv_lib.conv(x, w, strides, pads)),
+                           argnums=(0, 1))(x, w)
+  for leaf, reference in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(leaf, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_only_maps_smaller_than_the_kernel_become_a_matrix_product():
+  """XLA:CPU swaps the operands of such a convolution and runs it 10-70x slower: its program
+  holds a dot and no convolution; a larger map, a stride or another layout stay lax's."""
+  layer = conv_lib.Conv(8, (3, 3), padding='SAME')
+  small, large = jnp.ones((2, 2, 2, 4)), jnp.ones((2, 4, 4, 4))
+  variables = layer.init(jax.random.key(0), small)
+  program = lambda x: jax.jit(layer.apply).lower(variables, x).as_text()
+  assert 'convolution' not in program(small) and 'dot_general' in program(small)
+  assert 'convolution' in program(large)
+  assert not conv_lib.smaller_than_kernel((2, 2, 2, 4), (3, 3, 4, 8), (2, 2))
+  assert not conv_lib.smaller_than_kernel((2, 3, 3, 4), (3, 3, 4, 8), (1, 1))
+  grouped = conv_lib.conv_general_dilated(small, jnp.ones((3, 3, 2, 8)), (1, 1), 'SAME',
+                                      dimension_numbers=conv_lib.NHWC, feature_group_count=2)
+  np.testing.assert_array_equal(grouped, jax.lax.conv_general_dilated(
+      small, jnp.ones((3, 3, 2, 8)), (1, 1), 'SAME', dimension_numbers=conv_lib.NHWC,
+      feature_group_count=2))

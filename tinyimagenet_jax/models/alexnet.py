@@ -3,6 +3,7 @@
 import flax.linen as nn
 import jax
 
+from tinyimagenet_jax.models import conv
 from tinyimagenet_jax.models import layers
 
 
@@ -23,13 +24,13 @@ class AlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
-    x = nn.relu(nn.Conv(96, (11, 11), strides=(4, 4), padding=2, name='conv1')(x))
+    x = nn.relu(conv.Conv(96, (11, 11), strides=(4, 4), padding=2, name='conv1')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2))
-    x = nn.relu(nn.Conv(256, (5, 5), padding=2, name='conv2')(x))
+    x = nn.relu(conv.Conv(256, (5, 5), padding=2, name='conv2')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2))
-    x = nn.relu(nn.Conv(384, (3, 3), padding=1, name='conv3')(x))
-    x = nn.relu(nn.Conv(384, (3, 3), padding=1, name='conv4')(x))
-    x = nn.relu(nn.Conv(256, (3, 3), padding=1, name='conv5')(x))
+    x = nn.relu(conv.Conv(384, (3, 3), padding=1, name='conv3')(x))
+    x = nn.relu(conv.Conv(384, (3, 3), padding=1, name='conv4')(x))
+    x = nn.relu(conv.Conv(256, (3, 3), padding=1, name='conv5')(x))
     x = layers.adaptive_max_pool(x, (6, 6)).reshape(x.shape[0], -1)
     for name in ('fc6', 'fc7'):
       x = nn.relu(nn.Dense(4096, name=name)(x))

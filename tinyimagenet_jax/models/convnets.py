@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from tinyimagenet_jax.models import conv
 from tinyimagenet_jax.models import layers
 
 
@@ -26,7 +27,7 @@ class Conv4(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
     act = layers.activation(self.activation)
     for index, width in enumerate(self.filters):
-      x = act(nn.Conv(width, (3, 3), padding='SAME')(x))
+      x = act(conv.Conv(width, (3, 3), padding='SAME')(x))
       if index < self.pooled_convs:
         x = layers.max_pool_2x2(x)
     x = act(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
@@ -59,7 +60,7 @@ class PlainCNN(nn.Module):
     act = layers.activation(self.activation)
     for stage in self.stages:
       for kernel, width in stage:
-        x = nn.Conv(width, (kernel, kernel), padding=self.padding)(x)
+        x = conv.Conv(width, (kernel, kernel), padding=self.padding)(x)
         if self.batch_norm:
           x = layers.batch_norm(train)(x)
         x = act(x)

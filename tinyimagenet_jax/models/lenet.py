@@ -3,6 +3,7 @@
 import flax.linen as nn
 import jax
 
+from tinyimagenet_jax.models import conv
 from tinyimagenet_jax.models import layers
 
 
@@ -28,8 +29,8 @@ class LeNet5(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False, features: bool = False) -> jax.Array:
     act = layers.activation(self.activation)
     pool = layers.avg_pool_2x2 if self.pool == 'avg' else layers.max_pool_2x2
-    x = pool(act(nn.Conv(6, (5, 5), padding='VALID', name='C1')(x)))
-    x = pool(act(nn.Conv(16, (5, 5), padding='VALID', name='C3')(x)))
+    x = pool(act(conv.Conv(6, (5, 5), padding='VALID', name='C1')(x)))
+    x = pool(act(conv.Conv(16, (5, 5), padding='VALID', name='C3')(x)))
     if self.batch_norm:
       x = layers.batch_norm(train, name='S4_norm')(x)
     x = act(nn.Dense(120, name='C5')(x.reshape(x.shape[0], -1)))

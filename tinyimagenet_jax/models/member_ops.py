@@ -1,6 +1,6 @@
 """A convolution whose `jax.vmap` over K members picks a fast formulation.
 
-`conv_general_dilated` is `lax.conv_general_dilated` for one model (the same
+`conv_general_dilated` is `conv.conv` for one model (the same
 forward and gradients). Under the members' `jax.vmap` (`members.py`) its
 batching rule is chosen by `batching(name)`:
 
@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from tinyimagenet_jax.models import conv
+
 FORMULATIONS = ('vmap', 'fused')
-NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 _FORMULATION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     'member_conv_formulation', default=None)
@@ -48,35 +49,30 @@ def current_formulation() -> str:
   return _FORMULATION.get() or default_formulation(jax.default_backend())
 
 
-def _conv(x: jax.Array, w: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
-  """One NHWC convolution with explicit padding."""
-  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NHWC)
-
-
 def _input_grad(w: jax.Array, g: jax.Array, strides: tuple, pads: tuple,
                 x_shape: tuple) -> jax.Array:
   """The gradient of `_conv` with respect to its input, for output cotangent `g`."""
   x = jax.ShapeDtypeStruct(x_shape, g.dtype)
-  return jax.linear_transpose(lambda x_: _conv(x_, w, strides, pads), x)(g)[0]
+  return jax.linear_transpose(lambda x_: conv.conv(x_, w, strides, pads), x)(g)[0]
 
 
 def _kernel_grad(x: jax.Array, g: jax.Array, strides: tuple, pads: tuple,
                  w_shape: tuple) -> jax.Array:
   """The gradient of `_conv` with respect to its kernel, for output cotangent `g`."""
   w = jax.ShapeDtypeStruct(w_shape, g.dtype)
-  return jax.linear_transpose(lambda w_: _conv(x, w_, strides, pads), w)(g)[0]
+  return jax.linear_transpose(lambda w_: conv.conv(x, w_, strides, pads), w)(g)[0]
 
 
 def _wide_conv(x: jax.Array, ws: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
   """x (B,H,W,C) shared, ws (K,kh,kw,C,D) -> (K,B,Ho,Wo,D): one conv with K*D outputs."""
   k, kh, kw, c, d = ws.shape
-  y = _conv(x, jnp.moveaxis(ws, 0, -2).reshape(kh, kw, c, k * d), strides, pads)
+  y = conv.conv(x, jnp.moveaxis(ws, 0, -2).reshape(kh, kw, c, k * d), strides, pads)
   return jnp.moveaxis(y.reshape(*y.shape[:-1], k, d), -2, 0)
 
 
 def _folded_conv(xs: jax.Array, w: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
   """xs (K,B,H,W,C), w shared -> (K,B,Ho,Wo,D): the members folded into the batch axis."""
-  y = _conv(xs.reshape(-1, *xs.shape[2:]), w, strides, pads)
+  y = conv.conv(xs.reshape(-1, *xs.shape[2:]), w, strides, pads)
   return y.reshape(*xs.shape[:2], *y.shape[1:])
 
 
@@ -102,7 +98,7 @@ def _batched_ops(strides: tuple, pads: tuple, x_shape: tuple, w_shape: tuple):
 
   @jax.custom_batching.custom_vmap
   def forward(x, w):
-    return _conv(x, w, strides, pads)
+    return conv.conv(x, w, strides, pads)
 
   @forward.def_vmap
   def forward_rule(size, in_batched, x, w):
@@ -113,7 +109,7 @@ def _batched_ops(strides: tuple, pads: tuple, x_shape: tuple, w_shape: tuple):
       return _wide_conv(x, w, strides, pads), True
     if not w_batched:
       return _folded_conv(x, w, strides, pads), True
-    return _each_member(lambda x1, w1: _conv(x1, w1, strides, pads), x, w), True
+    return _each_member(lambda x1, w1: conv.conv(x1, w1, strides, pads), x, w), True
 
   def gradient(own: Callable, transposed_conv: Callable, folded_shape: tuple):
     """A custom_vmap gradient `own(operand, g)` of the convolution. Batched over members
@@ -162,39 +158,29 @@ def _member_conv_bwd(strides, pads, residuals, g):
 member_conv.defvjp(_member_conv_fwd, _member_conv_bwd)
 
 
-def _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
-                 batch_group_count, precision, preferred_element_type) -> bool:
-  """Whether a convolution is the NHWC/HWIO, undilated, ungrouped kind `member_conv` handles."""
-  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC) if lhs.ndim == 4 else None
-  given = (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-           if dimension_numbers is not None and lhs.ndim == 4 else None)
-  return (lhs.ndim == 4 and given == nhwc and feature_group_count == 1 and batch_group_count == 1
-          and all(d == 1 for d in (lhs_dilation or (1, 1)) + (rhs_dilation or (1, 1)))
-          and precision is None and preferred_element_type is None)
-
-
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None) -> jax.Array:
   """`lax.conv_general_dilated` (same signature, nn.Conv's `conv_general_dilated` hook)
   that batches over members as `batching` chooses; other kinds of convolution pass through."""
-  if not _is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                      feature_group_count, batch_group_count, precision, preferred_element_type):
+  if not conv.is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                          feature_group_count, batch_group_count, precision,
+                          preferred_element_type):
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, batch_group_count, precision, preferred_element_type)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  pads = tuple((int(low), int(high)) for low, high in padding)
-  return member_conv(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+  strides = tuple(int(s) for s in window_strides)
+  return member_conv(lhs, rhs, strides,
+                     conv.explicit_pads(lhs.shape, rhs.shape, strides, padding))
 
 
 def _route_conv(next_fun, args, kwargs, context):
-  """Method interceptor: an `nn.Conv` with the default lax convolution runs through
-  `conv_general_dilated` instead, with its own parameters and settings."""
+  """Method interceptor: an `nn.Conv` with the models' convolution (`conv.Conv`) or lax's
+  runs through `conv_general_dilated` instead, with its own parameters and settings."""
   module = context.module
   if (type(module) is not nn.Conv or context.method_name != '__call__'
-      or module.conv_general_dilated is not None or module.conv_general_dilated_cls is not None
+      or module.conv_general_dilated not in (None, conv.conv_general_dilated)
+      or module.conv_general_dilated_cls is not None
       or not module.has_variable('params', 'kernel')):
     return next_fun(*args, **kwargs)
   routed = module.clone(parent=None, name=None, conv_general_dilated=conv_general_dilated)

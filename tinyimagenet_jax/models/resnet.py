@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 
 from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.models import conv
 from tinyimagenet_jax.models import layers
 
 # Stem conv (kernel size, stride) by `ResNet.stem`.
@@ -25,12 +26,12 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     strides = (self.stride, self.stride)
-    y = nn.Conv(self.width, (3, 3), strides, padding=1, use_bias=False, name='conv1')(x)
+    y = conv.Conv(self.width, (3, 3), strides, padding=1, use_bias=False, name='conv1')(x)
     y = nn.relu(layers.batch_norm(train, name='bn1')(y))
-    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name='conv2')(y)
+    y = conv.Conv(self.width, (3, 3), padding=1, use_bias=False, name='conv2')(y)
     y = layers.batch_norm(train, name='bn2')(y)
     if self.stride != 1 or x.shape[-1] != self.width:
-      x = nn.Conv(self.width, (1, 1), strides, use_bias=False, name='proj_conv')(x)
+      x = conv.Conv(self.width, (1, 1), strides, use_bias=False, name='proj_conv')(x)
       x = layers.batch_norm(train, name='proj_bn')(x)
     return nn.relu(x + y)
 
@@ -58,7 +59,7 @@ class ResNet(nn.Module):
       raise ConfigError(f'config.model.stem={self.stem!r} is not a valid choice; choose one'
                         ' of: ' + ', '.join(sorted(STEMS)))
     kernel, stride = STEMS[self.stem]
-    x = nn.Conv(self.widths[0], (kernel, kernel), (stride, stride), padding=kernel // 2,
+    x = conv.Conv(self.widths[0], (kernel, kernel), (stride, stride), padding=kernel // 2,
                 use_bias=False, name='stem_conv')(x)
     x = nn.relu(layers.batch_norm(train, name='stem_bn')(x))
     if self.stem == 'imagenet':

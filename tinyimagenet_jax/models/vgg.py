@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 
 from tinyimagenet_jax.errors import ConfigError
+from tinyimagenet_jax.models import conv
 from tinyimagenet_jax.models import layers
 
 # (filters, convs) per block; a 2x2 max pool ends each block.
@@ -37,10 +38,10 @@ class VGG16(nn.Module):
       raise ConfigError(f'config.model.widths={tuple(self.widths)!r} must give {len(VGG16_BLOCKS)}'
                         ' filter counts, one per VGG16 block, e.g. (64, 128, 256, 512, 512).')
     for block, (width, (_, convs)) in enumerate(zip(self.widths, VGG16_BLOCKS), start=1):
-      for conv in range(1, convs + 1):
-        x = nn.Conv(width, (3, 3), padding='SAME', name=f'block{block}_conv{conv}')(x)
+      for index in range(1, convs + 1):
+        x = conv.Conv(width, (3, 3), padding='SAME', name=f'block{block}_conv{index}')(x)
         if self.batch_norm:
-          x = layers.batch_norm(train, name=f'block{block}_bn{conv}')(x)
+          x = layers.batch_norm(train, name=f'block{block}_bn{index}')(x)
         x = nn.relu(x)
       x = layers.max_pool_2x2(x)
     x = x.reshape(x.shape[0], -1)
