@@ -8,7 +8,8 @@ from ml_collections import config_flags
 from tinyimagenet_jax import cli
 from tinyimagenet_jax import tuning
 from tinyimagenet_jax.bench import (common, device_input, io, members, memory,
-                                    pipeline_vs_tfdata, plan, scaling, time_to_result, train_step)
+                                    pipeline_vs_tfdata, plan, scaling, small_maps,
+                                    time_to_result, train_step)
 
 BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'pipeline': io.pipeline_throughput,
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[common.Args], list[dict]]] = {
     'device_step_waits': device_input.device_step_waits,
     'steps_per_call': device_input.steps_per_call,
     'augment_apart': device_input.augment_apart,
+    'small_maps': small_maps.small_maps,
 }
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config to measure, where one is needed.')

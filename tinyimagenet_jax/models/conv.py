@@ -64,15 +64,21 @@ def as_matrix(w: jax.Array, in_hw: tuple[int, int], pads: tuple, out_hw: tuple[i
   return matrix.transpose(0, 2, 4, 1, 3, 5).reshape(h * w_ * channels, oh * ow * features)
 
 
-def conv(x: jax.Array, w: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
-  """The NHWC convolution of `x` by HWIO `w` with explicit `pads`: a matrix product when
-  the map is smaller than the kernel (`smaller_than_kernel`), else lax's."""
-  if not smaller_than_kernel(x.shape, w.shape, strides):
-    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NHWC)
+def product(x: jax.Array, w: jax.Array, pads: tuple) -> jax.Array:
+  """The stride-1 NHWC convolution of `x` by HWIO `w` with explicit `pads`, as one matrix
+  product (whatever the map's size)."""
   (batch, h, w_, _), (kh, kw, _, features) = x.shape, w.shape
   out_hw = (h + sum(pads[0]) - kh + 1, w_ + sum(pads[1]) - kw + 1)
-  product = x.reshape(batch, -1) @ as_matrix(w, (h, w_), pads, out_hw)
-  return product.reshape(batch, *out_hw, features)
+  out = x.reshape(batch, -1) @ as_matrix(w, (h, w_), pads, out_hw)
+  return out.reshape(batch, *out_hw, features)
+
+
+def conv(x: jax.Array, w: jax.Array, strides: tuple, pads: tuple) -> jax.Array:
+  """The NHWC convolution of `x` by HWIO `w` with explicit `pads`: a matrix `product` when
+  the map is smaller than the kernel (`smaller_than_kernel`), else lax's."""
+  if smaller_than_kernel(x.shape, w.shape, strides):
+    return product(x, w, pads)
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NHWC)
 
 
 def explicit_pads(x_shape: tuple, w_shape: tuple, strides, padding) -> tuple:
