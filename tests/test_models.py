@@ -338,8 +338,8 @@ def test_a_map_smaller_than_its_kernel_convolves_as_lax_does_values_and_gradient
         exact(x, w).shape))
 
   want = jax.value_and_grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, w)
-  got = jax.value_and_grad(loss(lambda x, w, strides, pads, **_: conv_lib.conv(x, w, strides, pads)),
-                           argnums=(0, 1))(x, w)
+  as_conv = lambda x, w, strides, pads, **_: conv_lib.conv(x, w, strides, pads)
+  got = jax.value_and_grad(loss(as_conv), argnums=(0, 1))(x, w)
   for leaf, reference in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(leaf, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
 

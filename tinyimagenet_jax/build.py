@@ -266,7 +266,8 @@ def device_path(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                        compiler_options=options['evaluation']),
       # Integer work, so the same permutation under any options: the run-once ones compiled
       # it in 0.09-0.11 s instead of 0.24-0.29 (XLA:CPU), at 0-10 ms more an epoch for
-      # 1,437-100,000 examples (WORKSPACE.md, "Checkpoints at most every 30 s").
+      # 1,437-100,000 examples (WORKSPACE.md, "Convolutions smaller than their kernel;
+      # checkpoints at most every 30 s").
       programs.Program(jax.jit(lambda epoch: resident.epoch_order(config.seed, epoch, count),
                                out_shardings=everywhere),
                        'epoch_order', json.dumps([config.seed, count]),
