@@ -11,7 +11,7 @@ import pytest
 
 from tinyimagenet_jax.analysis import classwise, ensembles, filters, tables, tsne
 
-from helpers import read_csv
+from helpers import read_csv, run_python
 
 # A hand-worked 4-class example; class 3 never occurs, as a label or a prediction.
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
@@ -320,3 +320,17 @@ def test_tsne_figure_is_written(tmp_path):
   tsne.write_tsne_figure(rng.normal(size=(60, 2)), np.arange(60) % 3, ['a', 'b', 'c'],
                          str(tmp_path / 'tsne.png'), 'three classes')
   assert_png(tmp_path / 'tsne.png')
+
+
+def test_matplotlib_is_imported_in_a_daemon_thread_of_its_own():
+  """A run that will draw figures imports matplotlib beside its steps, not after them."""
+  result = run_python(
+      'import sys, threading\n'
+      'from tinyimagenet_jax import analysis\n'
+      'before = "matplotlib" in sys.modules\n'
+      'thread = analysis.import_in_background()\n'
+      'thread.join()\n'
+      'print(before, thread.daemon, thread is not threading.main_thread(),'
+      ' "matplotlib.figure" in sys.modules)')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ['False', 'True', 'True', 'True']

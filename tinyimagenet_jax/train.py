@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from tinyimagenet_jax import analysis
 from tinyimagenet_jax import atomic
 from tinyimagenet_jax import build
 from tinyimagenet_jax import checkpoint
@@ -393,6 +394,8 @@ def train_and_evaluate(
       tqdm.tqdm.write(f'Compiled the train step in {time.perf_counter() - start:.1f} s for'
                       f' {mesh.size} device(s), {calls.steps_per_call} step(s) a call, batches'
                       f' made on {where}.')
+    if config.write_plots and writes_files and calls is not None:
+      analysis.import_in_background()
     with stop_requests() as stops:
 
       def pause_after(step: int, is_last_step: bool) -> bool:
