@@ -136,12 +136,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.target_train_error = config_dict.placeholder(float)  # e.g. 0.25; None = off
   # Checkpoints: at epoch ends, every `checkpoint_every_steps` (0 = only at
   # epoch ends) and on SIGTERM/SIGINT; the newest `max_checkpoints_to_keep`
-  # and the best `keep_best_checkpoints` by `best_metric` are kept. An epoch end
-  # other than the last is saved only when `checkpoint_min_seconds` have passed
-  # since the newest checkpoint (0 = every epoch end; with keep_best, every one):
-  # a crash then recomputes at most that long, and short epochs do not pay a
-  # save each (on 2 CPU cores about 80 ms, beside the next epoch's steps).
+  # and the best `keep_best_checkpoints` by `best_metric` are kept.
   c.checkpoint_every_steps = 0
+  # An epoch end other than the last is saved only when this many seconds have
+  # passed since the newest checkpoint (0 = every epoch end; with keep_best, every
+  # one): a crash then recomputes at most that long, and short epochs do not pay a
+  # save each (on 2 CPU cores about 80 ms, beside the next epoch's steps).
   c.checkpoint_min_seconds = 30
   c.max_checkpoints_to_keep = 2
   c.keep_best_checkpoints = 0
