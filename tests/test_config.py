@@ -47,6 +47,12 @@ BAD_VALUES = [
     ('steps_per_epoch', -1,
      'config.steps_per_epoch=-1 must be a whole number of steps, or 0 for one full pass over'
      ' the training split.'),
+    ('checkpoint_every_steps', -5,
+     'config.checkpoint_every_steps=-5 must be a whole number of steps, or 0 for epoch ends'
+     ' only.'),
+    ('checkpoint_min_seconds', -1,
+     'config.checkpoint_min_seconds=-1 must be a whole number of seconds, or 0 to save every'
+     ' epoch end.'),
     ('data.validation_size', -0.1,
      'config.data.validation_size=-0.1 must be a count (>= 1), a fraction in (0, 1), or 0 for'
      ' none.'),
