@@ -22,7 +22,7 @@ from tinyimagenet_jax.models import conv
 # (what runs it, batch, map side, input channels, output channels), each with a 3x3 kernel.
 CASES = (('quickstart conv4, 3rd conv', 64, 2, 128, 256),
          ('quickstart conv4, 4th conv', 64, 1, 256, 256),
-         ('resnet18 at 8x8 or vgg16 at 32x32, last stage', 128, 2, 512, 512),
+         ('vgg16 at 32x32, resnet18 (torchvision stem) at 64x64', 128, 2, 512, 512),
          ('a 4x4 map (left to lax)', 64, 4, 64, 128))
 PADS = ((1, 1), (1, 1))
 

@@ -1,11 +1,12 @@
 """The models' 2-D convolution: one whose map is smaller than its kernel is a matrix product.
 
 XLA:CPU's algebraic simplifier swaps the operands of a convolution whose kernel is larger
-than its input (a 3x3 kernel over the 2x2 or 1x1 maps at the end of the quickstart's conv4
-or of ResNet-18 on 64-pixel images), and runs what it made 10-70x slower than the same
-arithmetic as one matrix product: a 3x3 convolution of 512 to 512 channels over a batch of
-128 2x2 maps took 1,045 ms forward and 2,139 ms with its gradients, against 7 and 35 ms
-(WORKSPACE.md, "Convolutions smaller than their kernel"). `conv` computes such a
+than its input (a 3x3 kernel over the 2x2 or 1x1 maps at the end of the quickstart's conv4,
+or of ResNet-18 with torchvision's stem on 64-pixel images), and runs what it made 5-140x
+slower than the same arithmetic as one matrix product: a 3x3 convolution of 512 to 512
+channels over a batch of 128 2x2 maps took 1,063 ms forward and 2,150 ms with its
+gradients, against 7.8 and 43 ms (`python -m tinyimagenet_jax.bench --what=small_maps`;
+WORKSPACE.md, "Convolutions smaller than their kernel"). `conv` computes such a
 convolution as the input (B, H*W*C) times the kernel laid out as a matrix (H*W*C,
 H'*W'*D) that holds, for each input and output position, the kernel tap linking them (zero
 where none does); every other convolution is lax's, unchanged. The two agree to float
@@ -37,7 +38,8 @@ def is_plain_2d(lhs, rhs, lhs_dilation=None, rhs_dilation=None, dimension_number
 
 def smaller_than_kernel(x_shape: tuple, w_shape: tuple, strides: tuple) -> bool:
   """Whether a stride-1 NHWC convolution's input map is smaller than its kernel along a
-  spatial axis: the convolutions XLA:CPU swaps."""
+  spatial axis: the kind XLA:CPU was seen to swap (2x2 and 1x1 maps under 3x3; a 4x4 map
+  is not swapped, and lax's convolution is the faster there)."""
   return all(s == 1 for s in strides) and any(
       size < kernel for size, kernel in zip(x_shape[1:3], w_shape[:2]))
 

@@ -51,14 +51,14 @@ def current_formulation() -> str:
 
 def _input_grad(w: jax.Array, g: jax.Array, strides: tuple, pads: tuple,
                 x_shape: tuple) -> jax.Array:
-  """The gradient of `_conv` with respect to its input, for output cotangent `g`."""
+  """The gradient of `conv.conv` with respect to its input, for output cotangent `g`."""
   x = jax.ShapeDtypeStruct(x_shape, g.dtype)
   return jax.linear_transpose(lambda x_: conv.conv(x_, w, strides, pads), x)(g)[0]
 
 
 def _kernel_grad(x: jax.Array, g: jax.Array, strides: tuple, pads: tuple,
                  w_shape: tuple) -> jax.Array:
-  """The gradient of `_conv` with respect to its kernel, for output cotangent `g`."""
+  """The gradient of `conv.conv` with respect to its kernel, for output cotangent `g`."""
   w = jax.ShapeDtypeStruct(w_shape, g.dtype)
   return jax.linear_transpose(lambda w_: conv.conv(x, w_, strides, pads), w)(g)[0]
 
