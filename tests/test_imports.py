@@ -218,13 +218,13 @@ def test_third_party_imports_skip_the_package_and_function_bodies():
 
 
 def test_the_training_path_imports_no_plotting_or_other_framework():
-  """launch.py's run, the train loop and evaluation leave matplotlib to the first figure
-  and grain to the host path, and never import TensorFlow or PyTorch: a short run does not
-  pay for what it does not use."""
+  """launch.py's run, the train loop and evaluation leave matplotlib to the first figure,
+  grain to the host path and h5py to the Keras weights it reads, and never import
+  TensorFlow or PyTorch: a short run does not pay for what it does not use."""
   result = run_python(
       'import sys, json, launch\n'
       'from tinyimagenet_jax import build, checkpoint, evaluation, train\n'
-      "print(json.dumps(sorted(name for name in ('matplotlib', 'grain', 'tensorflow', 'torch')"
-      ' if name in sys.modules)))')
+      'print(json.dumps(sorted(name for name in'
+      " ('matplotlib', 'grain', 'h5py', 'tensorflow', 'torch') if name in sys.modules)))")
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1] == '[]'
