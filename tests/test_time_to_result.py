@@ -23,6 +23,22 @@ def test_ratio_and_goals():
   assert time_to_result.goal('relu_vs_tanh:smoke', 'cold', 19.0, 3.0) == 'wall <= 20 s: met'
   assert time_to_result.goal('relu_vs_tanh:smoke', 'warm', 21.0, 3.0) == 'wall <= 20 s: not met'
   assert time_to_result.goal('cifar10_conv4', 'cold', 100.0, 2.0) == ''
+  assert time_to_result.goal('quickstart', 'warm', 20.0, 1.1, 1.05) == 'ratio <= 1.15: met'
+  assert time_to_result.goal('quickstart', 'warm', 20.0, 2.4, 1.4) == (
+      'ratio <= 1.15: not met (start-up alone puts the floor at 1.4)')
+
+
+def test_start_up_is_a_fresh_interpreter_importing_what_launch_imports(monkeypatch):
+  listing = time_to_result.STARTUP_IMPORTS + '; import sys; print(sorted(sys.modules))'
+  imported = subprocess.run([sys.executable, '-c', listing], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout
+  assert all(f"'{name}'" in imported for name in ('launch', 'jax', 'tinyimagenet_jax.train',
+                                                  'tinyimagenet_jax.evaluation'))
+  commands = []
+  monkeypatch.setattr(time_to_result.subprocess, 'run',
+                      lambda command, **options: commands.append((command, options['cwd'])))
+  assert time_to_result.startup_seconds(repeats=3) >= 0
+  assert commands == [([sys.executable, '-c', time_to_result.STARTUP_IMPORTS], REPO)] * 3
 
 
 def test_flags_read_back_as_the_config_values():
@@ -42,7 +58,7 @@ def test_one_tiny_case_is_timed_cold_and_warm(tmp_path):
   case = time_to_result.Case('tiny', 'configs/quickstart.py', {
       'num_epochs': 1, 'steps_per_epoch': 3, 'progress_bar': False, 'write_plots': False})
   rows = time_to_result.measure(case, tmp_path, common.Args(batches=2, warmup=1, repeats=1),
-                                placements=('host',))
+                                startup_s=1.5, placements=('host',))
   assert [(row['placement'], row['cache']) for row in rows] == [('host', 'cold'), ('host', 'warm')]
   for row in rows:
     assert 'error' not in row and row['steps'] == 3 and row['math_s'] > 0
@@ -51,6 +67,8 @@ def test_one_tiny_case_is_timed_cold_and_warm(tmp_path):
     assert 0 < row['epochs_s'] < row['wall_s']
     assert row['ratio_with_eval'] == pytest.approx(
         row['wall_s'] / (row['math_s'] + row['eval_math_s']), rel=0.02)
+    assert row['startup_s'] == 1.5
+    assert row['ratio_floor'] == pytest.approx(1 + 1.5 / row['math_s'], rel=0.02)
   assert list((tmp_path / 'jax_cache' / 'tiny' / 'host' / '0').iterdir())  # the cold run filled it
 
 
@@ -58,7 +76,7 @@ def test_a_failed_run_misses_its_goal_and_says_why(tmp_path):
   case = time_to_result.Case('relu_vs_tanh:smoke', 'configs/quickstart.py',
                              {'model.name': 'no_such_model'})
   rows = time_to_result.measure(case, tmp_path, common.Args(batches=2, warmup=1, repeats=1),
-                                placements=('host',))
+                                startup_s=1.0, placements=('host',))
   for row in rows:
     assert row['goal'] == 'not met: the run failed'
     assert row['error'].startswith('exit 2: ') and 'no_such_model' in row['error']
