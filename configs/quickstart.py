@@ -4,9 +4,9 @@
 
 Expected: test top-1 >= 0.95. Measured here (2 CPU cores): 0.9972 after 15 epochs, with
 batches made on the device (the default) and on the host path (another data order);
-epochs of 0.17-0.33 s each, 5.0-6.7 s wall once its programs are compiled and 8.0-9.5 s
-with nothing compiled yet, start-up, evaluation and figures included (the machine's speed
-drifts).
+epochs of 0.17-0.33 s each; once its programs are compiled 5.0-6.0 s wall on the device
+path and 6.0-7.4 s on the host path, with nothing compiled yet 7.8-8.3 and 8.4-9.5 s,
+start-up, evaluation and figures included (the machine's speed drifts).
 """
 
 from tinyimagenet_jax.config import base_config
