@@ -13,6 +13,7 @@ where none does); every other convolution is lax's, unchanged. The two agree to 
 rounding (a sum in another order), on every backend.
 """
 
+from collections.abc import Callable
 import functools
 
 import flax.linen as nn
@@ -90,18 +91,29 @@ def explicit_pads(x_shape: tuple, w_shape: tuple, strides, padding) -> tuple:
   return tuple((int(low), int(high)) for low, high in padding)
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                         precision=None, preferred_element_type=None) -> jax.Array:
-  """`lax.conv_general_dilated`'s signature (nn.Conv's `conv_general_dilated` hook): the
-  plain NHWC convolutions through `conv`, every other kind through lax."""
-  if not is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                     feature_group_count, batch_group_count, precision, preferred_element_type):
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, batch_group_count, precision, preferred_element_type)
-  strides = tuple(int(s) for s in window_strides)
-  return conv(lhs, rhs, strides, explicit_pads(lhs.shape, rhs.shape, strides, padding))
+def hook(plain: Callable[[jax.Array, jax.Array, tuple, tuple], jax.Array]) -> Callable:
+  """A function with `lax.conv_general_dilated`'s signature (nn.Conv's `conv_general_dilated`
+  hook) that computes the plain NHWC convolutions (`is_plain_2d`) as `plain(x, w, strides,
+  pads)`, with int strides and explicit pads, and every other kind through lax."""
+
+  def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                           rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                           batch_group_count=1, precision=None,
+                           preferred_element_type=None) -> jax.Array:
+    if not is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                       feature_group_count, batch_group_count, precision,
+                       preferred_element_type):
+      return lax.conv_general_dilated(
+          lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+          feature_group_count, batch_group_count, precision, preferred_element_type)
+    strides = tuple(int(s) for s in window_strides)
+    return plain(lhs, rhs, strides, explicit_pads(lhs.shape, rhs.shape, strides, padding))
+
+  return conv_general_dilated
+
+
+# The models' hook: plain convolutions through `conv`, every other kind through lax.
+conv_general_dilated = hook(conv)
 
 
 # Every model's convolution layer: nn.Conv (its parameters, names and initialisers) computed

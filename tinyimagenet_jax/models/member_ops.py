@@ -29,7 +29,6 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from tinyimagenet_jax.models import conv
 
@@ -158,20 +157,10 @@ def _member_conv_bwd(strides, pads, residuals, g):
 member_conv.defvjp(_member_conv_fwd, _member_conv_bwd)
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
-                         precision=None, preferred_element_type=None) -> jax.Array:
-  """`lax.conv_general_dilated` (same signature, nn.Conv's `conv_general_dilated` hook)
-  that batches over members as `batching` chooses; other kinds of convolution pass through."""
-  if not conv.is_plain_2d(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                          feature_group_count, batch_group_count, precision,
-                          preferred_element_type):
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, batch_group_count, precision, preferred_element_type)
-  strides = tuple(int(s) for s in window_strides)
-  return member_conv(lhs, rhs, strides,
-                     conv.explicit_pads(lhs.shape, rhs.shape, strides, padding))
+# `lax.conv_general_dilated`'s signature (nn.Conv's `conv_general_dilated` hook): plain
+# convolutions through `member_conv`, which batches over members as `batching` chooses;
+# other kinds of convolution pass through.
+conv_general_dilated = conv.hook(member_conv)
 
 
 def _route_conv(next_fun, args, kwargs, context):
